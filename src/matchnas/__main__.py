@@ -1,0 +1,5 @@
+import sys
+
+from matchnas.cli import main
+
+sys.exit(main())

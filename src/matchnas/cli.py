@@ -1,0 +1,80 @@
+"""The ``matchnas`` command line: a thin layer over the library.
+
+Every :class:`MatchnasError` becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+
+from matchnas import cost
+from matchnas.convert import get_backbone
+from matchnas.errors import MatchnasError
+from matchnas.space import SearchSpace, load_space
+
+
+def _fmt(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
+
+
+def describe_space(space: SearchSpace, num_classes: int, in_chans: int = 3) -> str:
+    """The stages and choices, the number of configs, and min/max FLOPs and params per resolution."""
+    lines = [f"space {space.name} (backbone {space.backbone}, digest {space.digest})"]
+    lines.append(f"stem {space.stem_width} ch, head {space.head_width} ch, {num_classes} classes")
+    lines.append(f"{'stage':>5} {'stride':>6} {'depth':>10} {'width':>12} {'kernel':>8} {'expand':>10}  choice")
+    for i, s in enumerate(space.stages):
+        kernels = sorted({k for ks in s.kernels for k in ks})
+        expands = sorted({e for es in s.expands for e in es})
+        per = "per block" if s.per_block else "per stage"
+        lines.append(
+            f"{i:>5} {s.stride:>6} {str(list(s.depths)):>10} {str(list(s.widths)):>12} "
+            f"{str(kernels):>8} {str(expands):>10}  {per}"
+        )
+    lines.append(f"configs: {space.num_configs():,}")
+    lines.append(f"{'res':>5} {'min FLOPs':>10} {'max FLOPs':>10} {'min params':>11} {'max params':>11}")
+    lo, hi = space.min(), space.max()
+    for r in space.resolutions:
+        a, b = replace(lo, resolution=r), replace(hi, resolution=r)
+        f = [cost.flops(space, c, num_classes, in_chans) for c in (a, b)]
+        p = [cost.params(space, c, num_classes, in_chans) for c in (a, b)]
+        lines.append(f"{r:>5} {_fmt(f[0]):>10} {_fmt(f[1]):>10} {_fmt(p[0]):>11} {_fmt(p[1]):>11}")
+    lines.append("FLOPs: 2 per multiply-add, convolutions and classifier, one image")
+    return "\n".join(lines)
+
+
+def _cmd_space(args: argparse.Namespace) -> None:
+    if args.space is None:
+        get_backbone(args.backbone)
+    space = load_space(args.space or args.backbone)
+    print(describe_space(space, args.num_classes, args.in_chans))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="matchnas", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    space = commands.add_parser("space", help="print a search space, its size and its cost range")
+    space.add_argument("--backbone", default="efficientnet-lite0", help="pre-trained network (default: %(default)s)")
+    space.add_argument("--space", help="a search-space YAML file or shipped space name (default: the backbone's)")
+    space.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default: %(default)s)")
+    space.add_argument("--in-chans", type=int, default=3, choices=(1, 3), help="input channels")
+    space.set_defaults(run=_cmd_space)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except MatchnasError as err:
+        print(f"matchnas: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

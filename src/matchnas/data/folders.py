@@ -1,0 +1,145 @@
+"""A user's own images in folders.
+
+Layout::
+
+    root/labeled/<class>/*        labelled training images, one folder per class (required)
+    root/unlabeled/**/*           unlabelled images, at any depth (optional)
+    root/test/<class>/*           labelled test images; classes must exist in labeled/ (optional)
+
+Class names are the ``labeled/`` sub-folder names, sorted. Files whose suffix Pillow does not know
+as an image format, and hidden files, are skipped; a file with an image suffix that Pillow cannot
+decode is an error. Every image is turned upright by its EXIF orientation, converted to RGB (or
+to grey, ``L``, when every image of the source is grey), resized so its short side is
+``image_size`` (bilinear, antialiased) and centre-cropped to ``image_size x image_size``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from matchnas.data.source import DataSource, ImageSet
+from matchnas.errors import MatchnasError
+
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+def _image_suffixes() -> set[str]:
+    return {suffix.lower() for suffix in Image.registered_extensions()}
+
+
+def _image_files(folder: Path, recursive: bool) -> list[Path]:
+    suffixes = _image_suffixes()
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p
+        for p in candidates
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.suffix.lower() in suffixes
+    )
+
+
+def _read_image(path: Path, image_size: int) -> tuple[np.ndarray, bool]:
+    """One image as uint8 ``image_size x image_size x 3`` and whether it was grey."""
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (image_size, image_size))  # JPEG: decode at a reduced scale
+            img = ImageOps.exif_transpose(img)
+            grey = img.mode in _GREY_MODES
+            if img.mode in ("I", "I;16"):  # 16-bit grey (PNG): keep the top 8 bits
+                img = img.point(lambda v: v / 256).convert("L")
+            rgb = img.convert("RGB")
+            fitted = ImageOps.fit(rgb, (image_size, image_size), Image.Resampling.BILINEAR)
+            return np.asarray(fitted, dtype=np.uint8), grey
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+        raise MatchnasError(f"{path}: cannot read image ({err})") from None
+
+
+def _class_folders(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise MatchnasError(f"{folder}: folder not found")
+    classes: dict[str, Path] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            raise MatchnasError(f"{entry}: {folder.name}/ must hold one folder per class, not files")
+        classes[entry.name] = entry
+    if not classes:
+        raise MatchnasError(f"{folder}: no class folders")
+    return classes
+
+
+def _read_labelled(folder: Path, classes: tuple[str, ...], image_size: int) -> tuple[list, list, list]:
+    images, labels, greys = [], [], []
+    for name, class_dir in _class_folders(folder).items():
+        if name not in classes:
+            raise MatchnasError(
+                f"{class_dir}: class {name!r} is not in labeled/ (classes: {', '.join(classes)})"
+            )
+        files = _image_files(class_dir, recursive=False)
+        if not files:
+            raise MatchnasError(f"{class_dir}: no images")
+        for path in files:
+            image, grey = _read_image(path, image_size)
+            images.append(image)
+            greys.append(grey)
+            labels.append(classes.index(name))
+    return images, labels, greys
+
+
+def _stack(images: list[np.ndarray], grey: bool) -> torch.Tensor:
+    """``M`` arrays ``S x S x 3`` -> uint8 ``M x C x S x S`` with C = 1 when ``grey``."""
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    return (batch[:, :1] if grey else batch).contiguous()
+
+
+def load_folder(root: str | Path, image_size: int) -> DataSource:
+    """Read ``root/labeled``, ``root/unlabeled`` and ``root/test`` (see the module docstring).
+
+    Args:
+        root: the data set folder.
+        image_size: side in pixels of the square images returned.
+
+    Returns:
+        A source whose image sets are uint8 ``N x C x image_size x image_size``, C in {1, 3}.
+    """
+    root = Path(root)
+    if image_size < 1:
+        raise MatchnasError(f"image_size must be positive, got {image_size}")
+    if not root.is_dir():
+        raise MatchnasError(f"{root}: folder not found")
+    classes = tuple(_class_folders(root / "labeled"))
+    parts: dict[str, tuple[list, list | None]] = {}
+    greys: list[bool] = []
+    for part in ("labeled", "test"):
+        if part == "labeled" or (root / part).exists():
+            images, labels, part_greys = _read_labelled(root / part, classes, image_size)
+            parts[part] = (images, labels)
+            greys += part_greys
+    if (root / "unlabeled").exists():
+        files = _image_files(root / "unlabeled", recursive=True)
+        if not files:
+            raise MatchnasError(f"{root / 'unlabeled'}: no images")
+        read = [_read_image(path, image_size) for path in files]
+        parts["unlabeled"] = ([image for image, _ in read], None)
+        greys += [grey for _, grey in read]
+    grey = all(greys)
+
+    def image_set(part: str) -> ImageSet | None:
+        if part not in parts:
+            return None
+        images, labels = parts[part]
+        return ImageSet(
+            images=_stack(images, grey),
+            labels=None if labels is None else torch.tensor(labels, dtype=torch.int64),
+            classes=classes,
+        )
+
+    train = image_set("labeled")
+    assert train is not None  # labeled/ is required and was read above
+    return DataSource(str(root), train=train, test=image_set("test"), unlabeled=image_set("unlabeled"))

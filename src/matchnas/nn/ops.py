@@ -1,0 +1,113 @@
+"""Elastic primitives: one per op (pointwise conv, depthwise conv, batch norm).
+
+Each holds the weights of the largest choice and takes the smaller choice as a ``forward``
+argument; none stores an "active" size. Input channels are read from the input tensor, output
+channels and kernel size are arguments. ``static(...)`` returns the plain ``torch.nn`` layer with
+copied weights that the same arguments select (METHOD.md, "Objects": slicing).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ElasticConv2d(nn.Module):
+    """A dense (groups=1), bias-free conv whose first ``out_channels`` filters and first input
+    channels are used. Weight: ``(max_out, max_in, k, k)``; padding ``k // 2``."""
+
+    def __init__(self, max_in: int, max_out: int, kernel_size: int = 1, stride: int = 1):
+        super().__init__()
+        self.stride = stride
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(torch.empty(max_out, max_in, kernel_size, kernel_size))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out")
+
+    def forward(self, x: torch.Tensor, out_channels: int) -> torch.Tensor:
+        weight = self.weight[:out_channels, : x.shape[1]]
+        return F.conv2d(x, weight, None, self.stride, self.padding)
+
+    def static(self, in_channels: int, out_channels: int) -> nn.Conv2d:
+        k = self.weight.shape[-1]
+        conv = nn.Conv2d(in_channels, out_channels, k, self.stride, self.padding, bias=False)
+        conv.weight.data.copy_(self.weight.data[:out_channels, :in_channels])
+        return conv
+
+
+class ElasticDepthwiseConv2d(nn.Module):
+    """A depthwise conv with elastic channels and kernel size (OFA's kernel transformation).
+
+    The weight is ``(max_channels, 1, K, K)`` for the largest kernel ``K``. A smaller kernel ``k``
+    is the centre ``k x k`` of the next larger kernel, flattened and multiplied by a learned
+    ``k^2 x k^2`` matrix shared by all channels (``transform_k``, initialised to the identity, so a
+    pre-trained kernel's centre crop is exact at conversion). Transforms chain: 7 -> 5 -> 3.
+    """
+
+    def __init__(self, max_channels: int, kernel_sizes: tuple[int, ...], stride: int = 1):
+        super().__init__()
+        self.kernel_sizes = tuple(sorted(kernel_sizes))
+        self.stride = stride
+        k_max = self.kernel_sizes[-1]
+        self.weight = nn.Parameter(torch.empty(max_channels, 1, k_max, k_max))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out")
+        self.transforms = nn.ParameterDict(
+            {str(k): nn.Parameter(torch.eye(k * k)) for k in self.kernel_sizes[:-1]}
+        )
+
+    def kernel(self, channels: int, k: int) -> torch.Tensor:
+        """The effective ``(channels, 1, k, k)`` kernel."""
+        weight = self.weight[:channels]
+        for larger, smaller in zip(self.kernel_sizes[::-1], self.kernel_sizes[-2::-1]):
+            if larger == k:
+                break
+            start = (larger - smaller) // 2
+            crop = weight[:, :, start : start + smaller, start : start + smaller]
+            weight = (crop.reshape(channels, smaller * smaller) @ self.transforms[str(smaller)].T).reshape(
+                channels, 1, smaller, smaller
+            )
+        return weight
+
+    def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        channels = x.shape[1]
+        return F.conv2d(x, self.kernel(channels, k), None, self.stride, k // 2, 1, channels)
+
+    def static(self, channels: int, k: int) -> nn.Conv2d:
+        conv = nn.Conv2d(channels, channels, k, self.stride, k // 2, groups=channels, bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(self.kernel(channels, k))
+        return conv
+
+
+class ElasticBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm over the first ``C`` channels of its input (``C`` read from the input).
+
+    In training mode the running statistics of those channels are updated in place through views,
+    as in OFA's ``DynamicBatchNorm2d``; they are shared by every subnet, which is why each subnet
+    is re-calibrated before evaluation (METHOD.md, "BN recalibration").
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        factor = self.momentum if self.momentum is not None else 0.0
+        if self.training and self.momentum is None:  # cumulative average, used by recalibration
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(
+            x,
+            self.running_mean[:c],
+            self.running_var[:c],
+            self.weight[:c],
+            self.bias[:c],
+            self.training,
+            factor,
+            self.eps,
+        )
+
+    def static(self, channels: int) -> nn.BatchNorm2d:
+        bn = nn.BatchNorm2d(channels, eps=self.eps, momentum=self.momentum)
+        with torch.no_grad():
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(bn, name).copy_(getattr(self, name)[:channels])
+            bn.num_batches_tracked.copy_(self.num_batches_tracked)
+        return bn

@@ -1,0 +1,140 @@
+"""The weight-sharing supernet, ``supernet(x, config)``, and extraction of a static subnet.
+
+Layout (EfficientNet-Lite): stem conv 3x3 stride 2 -> BN -> ReLU6; the stages of MBConv blocks
+(:mod:`matchnas.nn.blocks`); head conv 1x1 -> BN -> ReLU6; global average pool; dropout; linear
+classifier. Stem and head widths are fixed; everything in a stage is elastic (METHOD.md,
+"Objects": first ``d`` blocks, first ``w`` output channels, first ``e * c_in`` hidden channels,
+centre ``k x k`` of each depthwise kernel through the kernel transform).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from matchnas.errors import MatchnasError
+from matchnas.nn.blocks import ElasticMBConv, MBConv
+from matchnas.nn.ops import ElasticConv2d
+from matchnas.space import SearchSpace, SubnetConfig
+
+
+class Supernet(nn.Module):
+    """Holds the maxnet's weights; ``forward(x, config)`` runs subnet ``config`` on ``x``.
+
+    Args:
+        space: the search space; its maximum choices fix the shape of every weight.
+        num_classes: classifier outputs.
+        in_chans: input image channels (1 for grey, 3 for RGB).
+        bn_eps, bn_momentum: batch-norm settings (EfficientNet-Lite was trained with eps 1e-3).
+        dropout: dropout rate before the classifier (training only).
+
+    ``x`` is ``(N, in_chans, R, R)`` with ``R == config.resolution``, already normalised; the
+    output is ``(N, num_classes)`` logits.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        num_classes: int,
+        in_chans: int = 3,
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.1,
+        dropout: float = 0.2,
+    ):
+        super().__init__()
+        self.space = space
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, space.stem_width, 3, 2, 1, bias=False),
+            nn.BatchNorm2d(space.stem_width, eps=bn_eps, momentum=bn_momentum),
+            nn.ReLU6(),
+        )
+        stages = []
+        width_in = space.stem_width
+        for s in space.stages:
+            width_out = max(s.widths)
+            blocks = []
+            for i in range(s.max_depth):
+                blocks.append(
+                    ElasticMBConv(
+                        max_in=width_in if i == 0 else width_out,
+                        max_out=width_out,
+                        max_expand=max(s.expands[i]),
+                        kernel_sizes=s.kernels[i],
+                        stride=s.stride if i == 0 else 1,
+                        residual=i > 0,
+                        bn_eps=bn_eps,
+                        bn_momentum=bn_momentum,
+                    )
+                )
+            stages.append(nn.ModuleList(blocks))
+            width_in = width_out
+        self.stages = nn.ModuleList(stages)
+        self.head_conv = ElasticConv2d(width_in, space.head_width)
+        self.head_bn = nn.BatchNorm2d(space.head_width, eps=bn_eps, momentum=bn_momentum)
+        self.act = nn.ReLU6()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(space.head_width, num_classes)
+
+    def forward(self, x: torch.Tensor, config: SubnetConfig) -> torch.Tensor:
+        self.space.validate(config)
+        if x.shape[-2:] != (config.resolution, config.resolution):
+            raise MatchnasError(
+                f"input is {tuple(x.shape[-2:])} pixels but config {config.id} has resolution {config.resolution}"
+            )
+        x = self.stem(x)
+        for blocks, stage in zip(self.stages, config.stages):
+            for i in range(stage.depth):
+                x = blocks[i](x, stage.kernel[i], stage.expand[i], stage.width)
+        x = self.act(self.head_bn(self.head_conv(x, self.space.head_width)))
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        return self.classifier(self.dropout(x))
+
+    @torch.no_grad()
+    def extract(self, config: SubnetConfig) -> StaticNet:
+        """The plain subnet ``config`` selects, with copied weights and BN statistics.
+
+        Its output equals ``self(x, config)`` in eval mode. Re-calibrate BN first
+        (:func:`matchnas.nn.recalibrate_bn`) when the shared statistics are not this subnet's.
+        """
+        self.space.validate(config)
+        blocks: list[MBConv] = []
+        width_in = self.space.stem_width
+        for stage_blocks, stage in zip(self.stages, config.stages):
+            for i in range(stage.depth):
+                blocks.append(stage_blocks[i].static(width_in, stage.kernel[i], stage.expand[i], stage.width))
+                width_in = stage.width
+        head_conv = self.head_conv.static(width_in, self.space.head_width)
+        net = StaticNet(
+            stem=copy.deepcopy(self.stem),
+            blocks=nn.Sequential(*blocks),
+            head=nn.Sequential(head_conv, copy.deepcopy(self.head_bn), nn.ReLU6()),
+            dropout=self.dropout.p,
+            classifier=copy.deepcopy(self.classifier),
+            resolution=config.resolution,
+        )
+        return net.train(self.training)
+
+
+class StaticNet(nn.Module):
+    """A standalone subnet: plain convolutions, batch norms, ReLU6 and a linear classifier.
+
+    ``resolution`` records the input size the subnet was chosen for (it runs at any size).
+    """
+
+    def __init__(self, stem, blocks, head, dropout: float, classifier: nn.Linear, resolution: int):
+        super().__init__()
+        self.stem = stem
+        self.blocks = blocks
+        self.head = head
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = classifier
+        self.resolution = resolution
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.blocks(self.stem(x)))
+        return self.classifier(self.dropout(torch.flatten(self.pool(x), 1)))
