@@ -120,11 +120,19 @@ def from_pretrained(
         state["stem.0.weight"] = state["stem.0.weight"].sum(dim=1, keepdim=True)
     if num_classes is not None:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        supernet = Supernet(space, num_classes or 1000, in_chans=in_chans, bn_eps=spec.bn_eps)
+    supernet = Supernet(space, num_classes or 1000, in_chans=in_chans, bn_eps=spec.bn_eps)
     _load_fitted(supernet, state)
+    if num_classes is not None:
+        _init_classifier(supernet.classifier, seed)
     return supernet
+
+
+@torch.no_grad()
+def _init_classifier(layer: torch.nn.Linear, seed: int) -> None:
+    """EfficientNet's classifier init, U(-1/sqrt(fan_out), 1/sqrt(fan_out)), zero bias; seeded."""
+    bound = 1.0 / layer.out_features**0.5
+    layer.weight.uniform_(-bound, bound, generator=torch.Generator().manual_seed(seed))
+    layer.bias.zero_()
 
 
 def _check_fits(space: SearchSpace, spec: Backbone) -> None:
