@@ -13,7 +13,15 @@ Typical use::
     x = to_model_input(weak(sets.labeled.images[idx], gen, flip=source.allow_flip), size=32)
 """
 
-from matchnas.data.augment import TFLITE_MEAN, TFLITE_STD, cutout, resize, strong, to_model_input, weak
+from matchnas.data.augment import (
+    TFLITE_MEAN,
+    TFLITE_STD,
+    cutout,
+    resize,
+    strong,
+    to_model_input,
+    weak,
+)
 from matchnas.data.cifar import load_cifar
 from matchnas.data.datasets import SOURCE_NAMES, load_digits, load_source
 from matchnas.data.folders import load_folder
@@ -25,7 +33,14 @@ from matchnas.data.idx import (
     load_fashion_mnist,
     read_idx,
 )
-from matchnas.data.randaugment import OP_NAMES, RandAugmentPlan, apply_op, apply_plan, draw_plan, randaugment
+from matchnas.data.randaugment import (
+    OP_NAMES,
+    RandAugmentPlan,
+    apply_op,
+    apply_plan,
+    draw_plan,
+    randaugment,
+)
 from matchnas.data.sampling import BatchStream, derive_seed, generator_for
 from matchnas.data.source import DataSource, ImageSet
 from matchnas.data.split import Split, SplitSets, apply_split, load_split, make_split, save_split

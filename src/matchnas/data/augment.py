@@ -50,7 +50,9 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-2:] == (size, size):
         return images
     # antialias=True only changes the result when shrinking.
-    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    out = F.interpolate(
+        images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
     if images.dtype == torch.uint8:
         return out.round_().clamp_(0, 255).to(torch.uint8)
     return out.to(images.dtype)
@@ -63,14 +65,17 @@ def to_model_input(
     mean: float = TFLITE_MEAN,
     std: float = TFLITE_STD,
 ) -> torch.Tensor:
-    """uint8 ``N x C x H x W`` (0..255) -> float32 ``N x channels x size x size``, ``(x - mean) / std``.
+    """uint8 ``N x C x H x W`` (0..255) -> float32 ``N x channels x size x size`` model input.
 
-    The defaults are EfficientNet-Lite's normalisation ``(x - 127) / 128`` on the 0..255 scale.
-    Grey images are repeated to 3 channels when ``channels == 3``; ``size=None`` keeps H x W.
+    Resizes to ``size x size`` when ``size`` is given (see :func:`resize`), computes
+    ``(x - mean) / std`` on the 0..255 scale (the defaults are EfficientNet-Lite's
+    ``(x - 127) / 128``) and repeats grey images to 3 channels when ``channels == 3``.
     """
     _check_uint8(images)
     if channels not in (images.shape[1], 3):
-        raise MatchnasError(f"cannot turn {images.shape[1]}-channel images into {channels} channels")
+        raise MatchnasError(
+            f"cannot turn {images.shape[1]}-channel images into {channels} channels"
+        )
     x = images.float()
     if size is not None:
         x = resize(x, size)
@@ -106,7 +111,7 @@ def weak(
     pad_h, pad_w = int(pad_fraction * h), int(pad_fraction * w)
     if not (0 <= pad_h < h and 0 <= pad_w < w):
         raise MatchnasError(f"pad_fraction {pad_fraction} does not fit {h} x {w} images")
-    flips = torch.rand(n, generator=generator) < 0.5
+    flips = torch.rand(n, generator=generator) < 0.5  # drawn even when off: crops stay the same
     dy = torch.randint(-pad_h, pad_h + 1, (n, 1), generator=generator)
     dx = torch.randint(-pad_w, pad_w + 1, (n, 1), generator=generator)
     cols = torch.arange(w).expand(n, w)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,34 @@ from matchnas.data.idx import cache_dir
 from matchnas.data.source import DataSource, ImageSet
 from matchnas.errors import MatchnasError
 
+
+@dataclass(frozen=True)
+class _Layout:
+    folder: str  # the official archive's folder name
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    meta: str
+    label_key: str
+    names_key: str
+
+
 _LAYOUTS = {
-    # name: (official folder, train files, test files, meta file, label key, class-name key)
-    "cifar10": (
+    "cifar10": _Layout(
         "cifar-10-batches-py",
-        tuple(f"data_batch_{i}" for i in range(1, 6)),
-        ("test_batch",),
-        "batches.meta",
-        "labels",
-        "label_names",
+        train=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test=("test_batch",),
+        meta="batches.meta",
+        label_key="labels",
+        names_key="label_names",
     ),
-    "cifar100": ("cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names"),
+    "cifar100": _Layout(
+        "cifar-100-python",
+        train=("train",),
+        test=("test",),
+        meta="meta",
+        label_key="fine_labels",
+        names_key="fine_label_names",
+    ),
 }
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"),
@@ -72,7 +90,9 @@ def _field(batch: dict[str, Any], key: str, path: Path) -> Any:
     return batch[key]
 
 
-def _read_batches(folder: Path, names: tuple[str, ...], label_key: str, classes: tuple[str, ...]) -> ImageSet:
+def _read_batches(
+    folder: Path, names: tuple[str, ...], label_key: str, classes: tuple[str, ...]
+) -> ImageSet:
     images, labels = [], []
     for name in names:
         path = folder / name
@@ -80,7 +100,9 @@ def _read_batches(folder: Path, names: tuple[str, ...], label_key: str, classes:
         data = np.asarray(_field(batch, "data", path))
         batch_labels = np.asarray(_field(batch, label_key, path), dtype=np.int64)
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise MatchnasError(f"{path}: 'data' must be uint8 N x 3072, got {data.dtype} {data.shape}")
+            raise MatchnasError(
+                f"{path}: 'data' must be uint8 N x 3072, got {data.dtype} {data.shape}"
+            )
         if batch_labels.shape != (data.shape[0],):
             raise MatchnasError(f"{path}: {data.shape[0]} images but {batch_labels.shape} labels")
         if batch_labels.size and (batch_labels.min() < 0 or batch_labels.max() >= len(classes)):
@@ -94,17 +116,14 @@ def _read_batches(folder: Path, names: tuple[str, ...], label_key: str, classes:
     )
 
 
-def _folder(name: str, data_dir: str | Path | None) -> Path:
-    official, _, _, meta, _, _ = _LAYOUTS[name]
-    bases = [Path(data_dir)] if data_dir is not None else [cache_dir()]
-    for base in bases:
-        for folder in (base, base / official):
-            if (folder / meta).is_file():
-                return folder
-    where = " or ".join(f"{b} or {b / official}" for b in bases)
+def _folder(name: str, layout: _Layout, data_dir: str | Path | None) -> Path:
+    base = Path(data_dir) if data_dir is not None else cache_dir()
+    for folder in (base, base / layout.folder):
+        if (folder / layout.meta).is_file():
+            return folder
     raise MatchnasError(
-        f"{name}: no {meta} in {where}; unpack the official python-version archive there "
-        f"(or pass --data-dir)"
+        f"{name}: no {layout.meta} in {base} or {base / layout.folder}; unpack the official "
+        f"python-version archive there (or pass --data-dir)"
     )
 
 
@@ -116,14 +135,14 @@ def load_cifar(name: str, data_dir: str | Path | None = None) -> DataSource:
     """
     if name not in _LAYOUTS:
         raise MatchnasError(f"unknown CIFAR variant {name!r}: expected one of {sorted(_LAYOUTS)}")
-    _, train_files, test_files, meta_file, label_key, names_key = _LAYOUTS[name]
-    folder = _folder(name, data_dir)
-    meta = _load_pickle(folder / meta_file)
-    raw_names = _field(meta, names_key, folder / meta_file)
+    layout = _LAYOUTS[name]
+    folder = _folder(name, layout, data_dir)
+    meta = _load_pickle(folder / layout.meta)
+    raw_names = _field(meta, layout.names_key, folder / layout.meta)
     classes = tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in raw_names)
     return DataSource(
         name,
-        train=_read_batches(folder, train_files, label_key, classes),
-        test=_read_batches(folder, test_files, label_key, classes),
+        train=_read_batches(folder, layout.train, layout.label_key, classes),
+        test=_read_batches(folder, layout.test, layout.label_key, classes),
         unlabeled=None,
     )

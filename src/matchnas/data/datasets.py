@@ -26,7 +26,6 @@ from matchnas.data.cifar import load_cifar
 from matchnas.data.folders import load_folder
 from matchnas.data.idx import load_fashion_mnist
 from matchnas.data.source import DataSource, ImageSet
-
 from matchnas.errors import MatchnasError
 
 DIGITS_TEST_FRACTION = 0.2
@@ -62,7 +61,9 @@ _BY_NAME: dict[str, Callable[[str | None], DataSource]] = {
 SOURCE_NAMES = tuple(_BY_NAME)
 
 
-def load_source(name_or_path: str = "digits", data_dir: str | None = None, image_size: int = 32) -> DataSource:
+def load_source(
+    name_or_path: str = "digits", data_dir: str | None = None, image_size: int = 32
+) -> DataSource:
     """Load a data source by name, or a user's folder by path.
 
     Args:

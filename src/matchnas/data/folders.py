@@ -15,6 +15,7 @@ to grey, ``L``, when every image of the source is grey), resized so its short si
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +47,9 @@ def _image_files(folder: Path, recursive: bool) -> list[Path]:
 def _read_image(path: Path, image_size: int) -> tuple[np.ndarray, bool]:
     """One image as uint8 ``image_size x image_size x 3`` and whether it was grey."""
     try:
-        with Image.open(path) as img:
-            img.draft("RGB", (image_size, image_size))  # JPEG: decode at a reduced scale
-            img = ImageOps.exif_transpose(img)
+        with Image.open(path) as file:
+            file.draft("RGB", (image_size, image_size))  # JPEG: decode at a reduced scale
+            img = ImageOps.exif_transpose(file)
             grey = img.mode in _GREY_MODES
             if img.mode in ("I", "I;16"):  # 16-bit grey (PNG): keep the top 8 bits
                 img = img.point(lambda v: v / 256).convert("L")
@@ -67,15 +68,39 @@ def _class_folders(folder: Path) -> dict[str, Path]:
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
-            raise MatchnasError(f"{entry}: {folder.name}/ must hold one folder per class, not files")
+            raise MatchnasError(
+                f"{entry}: {folder.name}/ must hold one folder per class, not files"
+            )
         classes[entry.name] = entry
     if not classes:
         raise MatchnasError(f"{folder}: no class folders")
     return classes
 
 
-def _read_labelled(folder: Path, classes: tuple[str, ...], image_size: int) -> tuple[list, list, list]:
-    images, labels, greys = [], [], []
+@dataclass
+class _Part:
+    """Images read from one sub-folder, before the source's colour mode is known."""
+
+    images: list[np.ndarray] = field(default_factory=list)  # uint8 S x S x 3 each
+    greys: list[bool] = field(default_factory=list)
+    labels: list[int] | None = None
+
+    def add(self, path: Path, image_size: int, label: int | None = None) -> None:
+        image, grey = _read_image(path, image_size)
+        self.images.append(image)
+        self.greys.append(grey)
+        if self.labels is not None and label is not None:
+            self.labels.append(label)
+
+    def image_set(self, grey: bool, classes: tuple[str, ...]) -> ImageSet:
+        """uint8 ``M x C x S x S``, C = 1 when ``grey`` (every image of the source is grey)."""
+        batch = torch.from_numpy(np.stack(self.images)).permute(0, 3, 1, 2)
+        labels = None if self.labels is None else torch.tensor(self.labels, dtype=torch.int64)
+        return ImageSet((batch[:, :1] if grey else batch).contiguous(), labels, classes)
+
+
+def _read_labelled(folder: Path, classes: tuple[str, ...], image_size: int) -> _Part:
+    part = _Part(labels=[])
     for name, class_dir in _class_folders(folder).items():
         if name not in classes:
             raise MatchnasError(
@@ -85,17 +110,18 @@ def _read_labelled(folder: Path, classes: tuple[str, ...], image_size: int) -> t
         if not files:
             raise MatchnasError(f"{class_dir}: no images")
         for path in files:
-            image, grey = _read_image(path, image_size)
-            images.append(image)
-            greys.append(grey)
-            labels.append(classes.index(name))
-    return images, labels, greys
+            part.add(path, image_size, classes.index(name))
+    return part
 
 
-def _stack(images: list[np.ndarray], grey: bool) -> torch.Tensor:
-    """``M`` arrays ``S x S x 3`` -> uint8 ``M x C x S x S`` with C = 1 when ``grey``."""
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    return (batch[:, :1] if grey else batch).contiguous()
+def _read_unlabelled(folder: Path, image_size: int) -> _Part:
+    files = _image_files(folder, recursive=True)
+    if not files:
+        raise MatchnasError(f"{folder}: no images")
+    part = _Part()
+    for path in files:
+        part.add(path, image_size)
+    return part
 
 
 def load_folder(root: str | Path, image_size: int) -> DataSource:
@@ -114,32 +140,11 @@ def load_folder(root: str | Path, image_size: int) -> DataSource:
     if not root.is_dir():
         raise MatchnasError(f"{root}: folder not found")
     classes = tuple(_class_folders(root / "labeled"))
-    parts: dict[str, tuple[list, list | None]] = {}
-    greys: list[bool] = []
-    for part in ("labeled", "test"):
-        if part == "labeled" or (root / part).exists():
-            images, labels, part_greys = _read_labelled(root / part, classes, image_size)
-            parts[part] = (images, labels)
-            greys += part_greys
+    parts = {"labeled": _read_labelled(root / "labeled", classes, image_size)}
+    if (root / "test").exists():
+        parts["test"] = _read_labelled(root / "test", classes, image_size)
     if (root / "unlabeled").exists():
-        files = _image_files(root / "unlabeled", recursive=True)
-        if not files:
-            raise MatchnasError(f"{root / 'unlabeled'}: no images")
-        read = [_read_image(path, image_size) for path in files]
-        parts["unlabeled"] = ([image for image, _ in read], None)
-        greys += [grey for _, grey in read]
-    grey = all(greys)
-
-    def image_set(part: str) -> ImageSet | None:
-        if part not in parts:
-            return None
-        images, labels = parts[part]
-        return ImageSet(
-            images=_stack(images, grey),
-            labels=None if labels is None else torch.tensor(labels, dtype=torch.int64),
-            classes=classes,
-        )
-
-    train = image_set("labeled")
-    assert train is not None  # labeled/ is required and was read above
-    return DataSource(str(root), train=train, test=image_set("test"), unlabeled=image_set("unlabeled"))
+        parts["unlabeled"] = _read_unlabelled(root / "unlabeled", image_size)
+    grey = all(g for part in parts.values() for g in part.greys)
+    sets = {name: part.image_set(grey, classes) for name, part in parts.items()}
+    return DataSource(str(root), sets["labeled"], sets.get("test"), sets.get("unlabeled"))

@@ -98,7 +98,7 @@ def cache_dir() -> Path:
     return Path(base) / "matchnas"
 
 
-def _download(url: str, dest: Path, md5: str | None = None, timeout_s: float = 60.0) -> Path:
+def _download(url: str, dest: Path, md5: str, timeout_s: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` atomically (temporary file in ``dest``'s folder, then rename).
 
     Raises:
@@ -112,7 +112,7 @@ def _download(url: str, dest: Path, md5: str | None = None, timeout_s: float = 6
             while chunk := resp.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
-        if md5 is not None and digest.hexdigest() != md5:
+        if digest.hexdigest() != md5:
             raise MatchnasError(f"{url}: MD5 {digest.hexdigest()} differs from expected {md5}")
         os.replace(tmp_name, dest)
     except (OSError, http.client.HTTPException) as err:  # URLError is an OSError

@@ -81,7 +81,7 @@ def _equalize(x: torch.Tensor, m: torch.Tensor, fill: int) -> torch.Tensor:
     offsets = 256 * torch.arange(n * c, device=x.device).unsqueeze(1)
     hist = torch.bincount((flat + offsets).flatten(), minlength=256 * n * c).view(n * c, 256)
     last_bin = 255 - (hist > 0).flip(1).int().argmax(dim=1, keepdim=True)
-    step = (h * w - hist.gather(1, last_bin)) // 256
+    step = (h * w - hist.gather(1, last_bin)) // 255
     cum_before = hist.cumsum(dim=1) - hist
     lut = ((step // 2 + cum_before) // step.clamp(min=1)).clamp(max=255)
     lut = torch.where(step > 0, lut, torch.arange(256, device=x.device))
@@ -132,11 +132,14 @@ def _affine(x: torch.Tensor, matrix: torch.Tensor, shift: torch.Tensor, fill: in
     to_norm = torch.tensor([2.0 / w, 2.0 / h], device=x.device)
     # affine_grid works in [-1, 1] coordinates: scale pixels to them on both sides.
     theta = torch.cat(
-        [to_norm.view(1, 2, 1) * matrix / to_norm.view(1, 1, 2), (to_norm * shift).unsqueeze(2)], dim=2
+        [to_norm.view(1, 2, 1) * matrix / to_norm.view(1, 1, 2), (to_norm * shift).unsqueeze(2)],
+        dim=2,
     )
     grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
     # Sampling x - fill with zero padding, then adding fill back, fills the uncovered area.
-    warped = F.grid_sample(x.float() - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    warped = F.grid_sample(
+        x.float() - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     return _to_uint8(warped + fill)
 
 
@@ -152,12 +155,16 @@ def _rotate(x: torch.Tensor, m: torch.Tensor, fill: int) -> torch.Tensor:
 
 def _shear_x(x: torch.Tensor, m: torch.Tensor, fill: int) -> torch.Tensor:
     one, zero = torch.ones_like(m), torch.zeros_like(m)
-    return _affine(x, _linear(one, 0.3 * m, zero, one), torch.zeros(len(m), 2, device=x.device), fill)
+    return _affine(
+        x, _linear(one, 0.3 * m, zero, one), torch.zeros(len(m), 2, device=x.device), fill
+    )
 
 
 def _shear_y(x: torch.Tensor, m: torch.Tensor, fill: int) -> torch.Tensor:
     one, zero = torch.ones_like(m), torch.zeros_like(m)
-    return _affine(x, _linear(one, zero, 0.3 * m, one), torch.zeros(len(m), 2, device=x.device), fill)
+    return _affine(
+        x, _linear(one, zero, 0.3 * m, one), torch.zeros(len(m), 2, device=x.device), fill
+    )
 
 
 def _translate(x: torch.Tensor, m: torch.Tensor, fill: int, axis: int) -> torch.Tensor:
@@ -222,7 +229,9 @@ def draw_plan(n: int, generator: torch.Generator, n_ops: int = 2) -> RandAugment
     return RandAugmentPlan(ops, magnitudes)
 
 
-def apply_op(images: torch.Tensor, name: str, magnitudes: torch.Tensor, fill: int = 127) -> torch.Tensor:
+def apply_op(
+    images: torch.Tensor, name: str, magnitudes: torch.Tensor, fill: int = 127
+) -> torch.Tensor:
     """Apply operation ``name`` to every image of uint8 ``M x C x H x W`` with its magnitude.
 
     ``magnitudes``: float ``M`` in [-1, 1]. Returns uint8 ``M x C x H x W``.
@@ -249,6 +258,8 @@ def apply_plan(images: torch.Tensor, plan: RandAugmentPlan, fill: int = 127) -> 
     return out
 
 
-def randaugment(images: torch.Tensor, generator: torch.Generator, n_ops: int = 2, fill: int = 127) -> torch.Tensor:
+def randaugment(
+    images: torch.Tensor, generator: torch.Generator, n_ops: int = 2, fill: int = 127
+) -> torch.Tensor:
     """Per-image RandAugment of uint8 ``N x C x H x W`` images (see the module docstring)."""
     return apply_plan(images, draw_plan(len(images), generator, n_ops), fill)

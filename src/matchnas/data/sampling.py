@@ -49,7 +49,13 @@ class BatchStream:
     """
 
     def __init__(
-        self, n: int, batch_size: int, seed: int, stream: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        stream: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if n < 1:
             raise MatchnasError(f"cannot draw batches from {n} items")
@@ -58,10 +64,14 @@ class BatchStream:
         if world_size < 1 or not 0 <= rank < world_size:
             raise MatchnasError(f"rank {rank} is not in 0..{world_size - 1}")
         if batch_size % world_size:
-            raise MatchnasError(f"batch size {batch_size} is not divisible by world size {world_size}")
+            raise MatchnasError(
+                f"batch size {batch_size} is not divisible by world size {world_size}"
+            )
         self.n, self.batch_size, self.seed, self.stream = n, batch_size, seed, stream
         self.rank, self.world_size = rank, world_size
-        self._perms: dict[int, torch.Tensor] = {}  # cache of recent epochs; results never depend on it
+        self._perms: dict[
+            int, torch.Tensor
+        ] = {}  # cache of recent epochs; results never depend on it
 
     @property
     def local_batch_size(self) -> int:

@@ -53,6 +53,12 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def __repr__(self) -> str:
+        labelled = "unlabelled" if self.labels is None else "labelled"
+        return (
+            f"ImageSet({labelled}, images {tuple(self.images.shape)}, {len(self.classes)} classes)"
+        )
+
     @property
     def channels(self) -> int:
         """Number of colour channels: 1 (grey) or 3 (RGB)."""
@@ -96,6 +102,12 @@ class DataSource:
                     f"{tuple(images.images.shape[1:])}, training images are "
                     f"{tuple(self.train.images.shape[1:])}"
                 )
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        """``train.labels``, which a source always has: int64 ``N``."""
+        assert self.train.labels is not None  # checked in __post_init__
+        return self.train.labels
 
     @property
     def classes(self) -> tuple[str, ...]:

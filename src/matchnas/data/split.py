@@ -109,11 +109,12 @@ def make_split(
         raise MatchnasError(f"max_unlabeled must be at least 0, got {max_unlabeled}")
 
     rng = np.random.default_rng(seed)
-    labels = source.train.labels.numpy()
+    labels = source.train_labels.numpy()
+    share = 0.0 if fraction is None else fraction
     labeled, val, rest = [], [], []
     for k, name in enumerate(source.classes):
         members = rng.permutation(np.flatnonzero(labels == k))
-        n_lab = n_per_class if n_per_class is not None else max(1, round(fraction * len(members)))
+        n_lab = n_per_class if n_per_class is not None else max(1, round(share * len(members)))
         if n_lab + n_val_per_class > len(members):
             raise MatchnasError(
                 f"class {name!r} has {len(members)} training images, fewer than the "
@@ -143,7 +144,7 @@ def make_split(
         seed=seed,
         n_train=len(source.train),
         n_extra=n_extra,
-        labels_sha1=_labels_sha1(source.train.labels),
+        labels_sha1=_labels_sha1(source.train_labels),
     )
 
 
@@ -155,7 +156,7 @@ def apply_split(source: DataSource, split: Split) -> SplitSets:
     """
     n_extra = 0 if source.unlabeled is None else len(source.unlabeled)
     if (split.n_train, split.n_extra) != (len(source.train), n_extra) or split.labels_sha1 != (
-        _labels_sha1(source.train.labels)
+        _labels_sha1(source.train_labels)
     ):
         raise MatchnasError(
             f"the split was drawn on another data set ({split.n_train} training + "
@@ -166,7 +167,7 @@ def apply_split(source: DataSource, split: Split) -> SplitSets:
 
     def labelled(idx: tuple[int, ...]) -> ImageSet:
         index = torch.tensor(idx, dtype=torch.int64)
-        return ImageSet(train.images[index], train.labels[index], train.classes)
+        return ImageSet(train.images[index], source.train_labels[index], train.classes)
 
     pool = [train.images[torch.tensor(split.unlabeled, dtype=torch.int64)]]
     if source.unlabeled is not None:
@@ -215,7 +216,10 @@ def load_split(path: str | Path) -> Split:
         )
     try:
         return Split(
-            **{k: tuple(int(i) for i in data[k]) for k in ("labeled", "val", "unlabeled", "unlabeled_extra")},
+            **{
+                k: tuple(int(i) for i in data[k])
+                for k in ("labeled", "val", "unlabeled", "unlabeled_extra")
+            },
             seed=int(data["seed"]),
             n_train=int(data["n_train"]),
             n_extra=int(data["n_extra"]),
