@@ -54,6 +54,42 @@ def _cmd_space(args: argparse.Namespace) -> None:
     print(describe_space(space, args.num_classes, args.in_chans))
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from matchnas.experiment import load_experiment
+    from matchnas.train import resume, train
+
+    if args.resume:
+        if args.experiment or args.set or args.single is not None:
+            raise MatchnasError("--resume continues a run as it was configured: give no experiment, --set or --single")
+        results = resume(args.resume)
+    else:
+        overrides = list(args.set)
+        if args.single is not None:
+            overrides.append(f"train.single={args.single}")
+        experiment = load_experiment(args.experiment, overrides)
+        results = train(experiment, args.out)
+    for name, top1 in results.items():
+        print(f"{name}: top-1 {100 * top1:.2f}%")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from matchnas.train.loop import evaluate_config, load_run
+
+    experiment, supernet, data, _ = load_run(args.run_dir)
+    space = supernet.space
+    if args.subnet in ("max", "min"):
+        config = space.max() if args.subnet == "max" else space.min()
+    else:
+        path = Path(args.subnet)
+        if not path.is_file():
+            raise MatchnasError(f"--subnet: no such file {path}")
+        config = space.config_from_json(path.read_text(), source=str(path))
+    top1 = evaluate_config(supernet, config, data, experiment)
+    print(f"{args.subnet} ({config.id}): top-1 {100 * top1:.2f}% after BN recalibration")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matchnas", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default: %(default)s)")
     space.add_argument("--in-chans", type=int, default=3, choices=(1, 3), help="input channels")
     space.set_defaults(run=_cmd_space)
+
+    train = commands.add_parser("train", help="train a supernet (or one subnet) semi-supervised")
+    train.add_argument("experiment", nargs="?", help="experiment YAML (default: built-in defaults)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=200")
+    train.add_argument("--out", default="runs/latest", help="run directory (default: %(default)s)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
+    train.add_argument("--single", nargs="?", const="max", metavar="CONFIG.json",
+                       help="train one fixed subnet (default: the maxnet) with the same losses")
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = commands.add_parser("eval", help="top-1 of a subnet of a trained run after BN recalibration")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--subnet", default="max", help="max, min or a config JSON file (default: %(default)s)")
+    evaluate.set_defaults(run=_cmd_eval)
     return parser
 
 

@@ -129,9 +129,9 @@ def from_pretrained(
 
 @torch.no_grad()
 def _init_classifier(layer: torch.nn.Linear, seed: int) -> None:
-    """EfficientNet's classifier init, U(-1/sqrt(fan_out), 1/sqrt(fan_out)), zero bias; seeded."""
-    bound = 1.0 / layer.out_features**0.5
-    layer.weight.uniform_(-bound, bound, generator=torch.Generator().manual_seed(seed))
+    """A new head: N(0, 0.01^2) weights, zero bias (small logits at the start of fine-tuning, so
+    the first pseudo-labels and distillation targets are not confident by accident); seeded."""
+    layer.weight.normal_(0.0, 0.01, generator=torch.Generator().manual_seed(seed))
     layer.bias.zero_()
 
 

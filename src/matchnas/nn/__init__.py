@@ -2,6 +2,7 @@
 
 from matchnas.nn.blocks import ElasticMBConv, MBConv
 from matchnas.nn.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticDepthwiseConv2d
+from matchnas.nn.recalibrate import recalibrate_bn
 from matchnas.nn.supernet import StaticNet, Supernet
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "MBConv",
     "StaticNet",
     "Supernet",
+    "recalibrate_bn",
 ]

@@ -1,0 +1,153 @@
+"""Experiment configuration: typed dataclasses with defaults in code, one YAML file per
+experiment, and ``--set section.key=value`` overrides. Unknown keys and ill-typed values are
+errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from matchnas.errors import MatchnasError
+
+
+@dataclass
+class DataConfig:
+    source: str = "digits"  # digits | fashion-mnist | cifar10 | cifar100 | a folder of images
+    data_dir: str | None = None  # where the source's files are (default: the source's usual place)
+    image_size: int = 32  # images are stored at this size; subnets resize to their resolution
+    labels_per_class: int | None = 10
+    label_fraction: float | None = None  # instead of labels_per_class
+    val_per_class: int = 0  # labelled validation images per class, carved from the rest
+    max_unlabeled: int | None = None  # cap on the unlabelled pool (seeded)
+    flip: bool | None = None  # horizontal flips in the weak view; None: the source's default
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "efficientnet-lite0"
+    space: str | None = None  # a shipped space name or a YAML file; None: the backbone's
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 500
+    batch_size: int = 32  # labelled images per step (B)
+    unlabeled_ratio: int = 1  # mu: unlabelled images per step = mu * B
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-5  # not on biases, BN or kernel transforms
+    warmup_steps: int = 25
+    n_random: int = 2  # random subnets per step besides the max and min (sandwich rule)
+    tau: float = 0.95  # pseudo-label confidence threshold
+    label_smoothing: float = 0.0  # eps; 0 by default: 0.1 starves tau (METHOD.md, Pitfalls)
+    lambda_u: float = 1.0
+    lambda_kd: float = 1.0
+    loss: str = "full"  # sup | fm | kd | full
+    pseudo_labels: str = "maxnet"  # maxnet | self
+    single: str | None = None  # None: the supernet; "max", "min" or a config JSON: one fixed subnet
+    seed: int = 0
+    checkpoint_every: int = 50
+    recalibration_images: int = 512  # weak-view training images used to re-estimate BN
+
+
+@dataclass
+class Experiment:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        t = self.train
+        choices = {"loss": ("sup", "fm", "kd", "full"), "pseudo_labels": ("maxnet", "self")}
+        for key, allowed in choices.items():
+            if getattr(t, key) not in allowed:
+                raise MatchnasError(f"train.{key} must be one of {', '.join(allowed)}, got {getattr(t, key)!r}")
+        positive = {"train.steps": t.steps, "train.batch_size": t.batch_size, "data.image_size": self.data.image_size}
+        for key, value in positive.items():
+            if value < 1:
+                raise MatchnasError(f"{key} must be at least 1, got {value}")
+        if not 0.0 <= t.tau <= 1.0:
+            raise MatchnasError(f"train.tau must be in [0, 1], got {t.tau}")
+        if (self.data.labels_per_class is None) == (self.data.label_fraction is None):
+            raise MatchnasError("set exactly one of data.labels_per_class and data.label_fraction")
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Check/convert a YAML value against a dataclass field annotation (str, int, float, bool,
+    and ``X | None``)."""
+    options = [a.strip() for a in str(annotation).split("|")]
+    if value is None:
+        if "None" in options:
+            return None
+        raise MatchnasError(f"{key} cannot be null")
+    for option in options:
+        if option == "bool" and isinstance(value, bool):
+            return value
+        if option == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option == "str" and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise MatchnasError(f"{key} expects {annotation}, got {value!r}")
+
+
+def _apply(target: Any, values: dict[str, Any], where: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        name = f"{where}.{key}" if where else key
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise MatchnasError(f"unknown config key '{name}'{hint}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise MatchnasError(f"{name} must be a mapping")
+            _apply(current, value, name)
+        else:
+            setattr(target, key, _convert(value, fields[key].type, name))
+
+
+def load_experiment(path: str | Path | None = None, overrides: list[str] = ()) -> Experiment:
+    """Defaults, then the YAML file (if any), then ``section.key=value`` overrides (YAML values)."""
+    experiment = Experiment()
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise MatchnasError(f"experiment file not found: {path}") from None
+        except yaml.YAMLError as err:
+            raise MatchnasError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise MatchnasError(f"{path}: expected a mapping at the top level")
+        _apply(experiment, data, "")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise MatchnasError(f"--set expects key=value, got '{item}'")
+        nested: dict[str, Any] = {}
+        cursor = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+        _apply(experiment, nested, "")
+    experiment.validate()
+    return experiment
+
+
+def experiment_from_dict(data: dict[str, Any]) -> Experiment:
+    experiment = Experiment()
+    _apply(experiment, data, "")
+    experiment.validate()
+    return experiment

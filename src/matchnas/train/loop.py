@@ -1,0 +1,290 @@
+"""The training run, top to bottom: data, supernet, optimizer, the sandwich loop, checkpoints,
+evaluation. ``train(experiment, run_dir)`` starts a run; ``resume(run_dir)`` continues one.
+
+Run directory:
+  experiment.yaml        the resolved experiment (defaults + file + overrides)
+  split.json             which training images keep their labels
+  metrics.jsonl          one JSON object per step (losses, mask rate, pseudo-label accuracy, images/s)
+  checkpoint-latest.pt   written atomically every ``checkpoint_every`` steps
+  checkpoint-final.pt    written at the end
+  selection_index.json   TOFA's index I(a) (also inside each checkpoint)
+  eval.json              top-1 of the evaluated subnets after BN recalibration
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from matchnas.convert import from_pretrained
+from matchnas.data import (
+    BatchStream,
+    SplitSets,
+    apply_split,
+    generator_for,
+    load_source,
+    load_split,
+    make_split,
+    resize,
+    save_split,
+    strong,
+    to_model_input,
+    weak,
+)
+from matchnas.data.source import DataSource
+from matchnas.errors import MatchnasError
+from matchnas.experiment import Experiment, experiment_from_dict
+from matchnas.io import atomic_write_text
+from matchnas.nn import Supernet
+from matchnas.space import SubnetConfig
+from matchnas.train.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
+from matchnas.train.evaluate import accuracy, calibrated_subnet
+from matchnas.train.sampler import SelectionIndex, sandwich
+from matchnas.train.step import LossSettings, NonFiniteLoss, StepBatch, train_step
+
+TIMING_KEYS = ("images_per_s", "seconds")  # metrics that differ between identical runs
+
+
+@dataclass
+class RunData:
+    """The data of a run, images stored as uint8 at ``image_size``."""
+
+    source: DataSource
+    sets: SplitSets
+    unlabeled_truth: torch.Tensor | None
+    flip: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.source.train.classes)
+
+
+def prepare_data(experiment: Experiment, run_dir: Path) -> RunData:
+    """Load the source, draw the split (or reload the run's), and store images at ``image_size``."""
+    d = experiment.data
+    source = load_source(d.source, d.data_dir, d.image_size)
+    split_path = run_dir / "split.json"
+    if split_path.exists():
+        split = load_split(split_path)
+    else:
+        split = make_split(
+            source,
+            seed=experiment.train.seed,
+            n_per_class=d.labels_per_class,
+            fraction=d.label_fraction,
+            n_val_per_class=d.val_per_class,
+            max_unlabeled=d.max_unlabeled,
+        )
+        save_split(split, split_path)
+    source = _resized(source, d.image_size)
+    sets = apply_split(source, split)
+    truth = source.train_labels[list(split.unlabeled)] if not split.unlabeled_extra else None
+    flip = source.allow_flip if d.flip is None else d.flip
+    return RunData(source, sets, truth, flip)
+
+
+def _resized(source: DataSource, size: int) -> DataSource:
+    def fix(images):
+        if images is None or images.images.shape[-1] == size:
+            return images
+        return type(images)(resize(images.images, size), images.labels, images.classes)
+
+    return DataSource(source.name, fix(source.train), fix(source.test), fix(source.unlabeled), source.allow_flip)
+
+
+def build_supernet(experiment: Experiment, num_classes: int) -> Supernet:
+    m = experiment.model
+    return from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed)
+
+
+def build_optimizer(model: torch.nn.Module, experiment: Experiment):
+    """SGD with Nesterov momentum; weight decay on conv and linear weights only (not on biases,
+    BN, or the kernel transforms, which start at the identity); linear warm-up then cosine."""
+    t = experiment.train
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() > 1 and ".transforms." not in name else no_decay).append(p)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=t.lr,
+        momentum=t.momentum,
+        nesterov=True,
+    )
+
+    def factor(step: int) -> float:
+        if step < t.warmup_steps:
+            return (step + 1) / t.warmup_steps
+        progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def single_config(experiment: Experiment, supernet: Supernet) -> SubnetConfig | None:
+    """The fixed subnet of a single-model run (``train.single``), or None for a supernet run."""
+    single = experiment.train.single
+    if single is None:
+        return None
+    space = supernet.space
+    if single in ("max", "min"):
+        return space.max() if single == "max" else space.min()
+    path = Path(single)
+    if not path.is_file():
+        raise MatchnasError(f"train.single: no config file {path}")
+    return space.config_from_json(path.read_text(), source=str(path))
+
+
+def make_batch(data: RunData, experiment: Experiment, step: int, labelled: BatchStream, unlabelled: BatchStream | None):
+    """The step's model-ready views; every random choice comes from ``(seed, step)``."""
+    seed = experiment.train.seed
+    idx = labelled.batch(step)
+    x = to_model_input(weak(data.sets.labeled.images[idx], generator_for(seed, step, 0), flip=data.flip))
+    y = data.sets.labeled.labels[idx]
+    if unlabelled is None:
+        return StepBatch(x, y, None, None)
+    uidx = unlabelled.batch(step)
+    u = data.sets.unlabeled.images[uidx]
+    u_weak = to_model_input(weak(u, generator_for(seed, step, 1), flip=data.flip))
+    u_strong = to_model_input(strong(u, generator_for(seed, step, 2), flip=data.flip))
+    truth = data.unlabeled_truth[uidx] if data.unlabeled_truth is not None else None
+    return StepBatch(x, y, u_weak, u_strong, truth)
+
+
+def train(experiment: Experiment, run_dir: str | Path, resume: bool = False) -> dict[str, float]:
+    """Train (or continue) the run in ``run_dir``; returns the final evaluation."""
+    run_dir = Path(run_dir)
+    t = experiment.train
+    if not resume:
+        if (run_dir / LATEST).exists() or (run_dir / FINAL).exists():
+            raise MatchnasError(f"{run_dir} already holds a run: resume it with --resume {run_dir}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
+
+    data = prepare_data(experiment, run_dir)
+    supernet = build_supernet(experiment, data.num_classes).to(memory_format=torch.channels_last)
+    optimizer, schedule = build_optimizer(supernet, experiment)
+    index = SelectionIndex()
+    fixed = single_config(experiment, supernet)
+    settings = LossSettings(t.loss, t.pseudo_labels, t.tau, t.label_smoothing, t.lambda_u, t.lambda_kd)
+    if len(data.sets.unlabeled) == 0 and settings.loss != "sup":
+        raise MatchnasError(f"train.loss={t.loss} needs unlabelled images, and the split left none")
+
+    start = 0
+    if resume:
+        state = load_checkpoint(run_dir / LATEST)
+        supernet.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        index = SelectionIndex.from_json(state["selection_index"])
+        start = state["step"]
+    _truncate_metrics(run_dir / "metrics.jsonl", start)
+
+    labelled = BatchStream(len(data.sets.labeled), t.batch_size, t.seed, stream=0)
+    unlabelled = None
+    if settings.loss != "sup":
+        unlabelled = BatchStream(len(data.sets.unlabeled), t.unlabeled_ratio * t.batch_size, t.seed, stream=1)
+
+    def checkpoint(path: Path, step: int) -> None:
+        state = {
+            "step": step,
+            "model": supernet.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "selection_index": index.to_json(),
+            "experiment": experiment.to_dict(),
+            "space": supernet.space.to_dict(),
+            "classes": list(data.source.train.classes),
+        }
+        save_checkpoint(path, state)
+        index.save(run_dir / "selection_index.json")
+
+    supernet.train()
+    progress = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train", unit="step", dynamic_ncols=True)
+    with open(run_dir / "metrics.jsonl", "a") as log:
+        for step in progress:
+            began = time.perf_counter()
+            torch.manual_seed(step + 1_000_003 * t.seed)  # dropout: a function of (seed, step) too
+            configs = [fixed] if fixed else sandwich(supernet.space, t.seed, step, t.n_random)
+            for config in configs:
+                index.record(config, step + 1)
+            batch = make_batch(data, experiment, step, labelled, unlabelled)
+
+            optimizer.zero_grad(set_to_none=True)
+            try:
+                metrics = train_step(supernet, configs, batch, settings)
+            except NonFiniteLoss as err:
+                log.flush()
+                raise MatchnasError(
+                    f"{err} at step {step}: stopped; the last good checkpoint is {run_dir / LATEST}"
+                ) from None
+            optimizer.step()
+            schedule.step()
+
+            seconds = time.perf_counter() - began
+            images = batch.x.shape[0] + (batch.u_weak.shape[0] if batch.u_weak is not None else 0)
+            record = {"step": step + 1, "lr": optimizer.param_groups[0]["lr"], **metrics}
+            record.update(images_per_s=images / seconds, seconds=seconds)
+            log.write(json.dumps(record) + "\n")
+            progress.set_postfix(loss=f"{metrics['loss']:.3f}", mask=f"{metrics.get('mask_rate', 0):.2f}", ips=f"{images / seconds:.0f}")
+            if (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
+                log.flush()
+                checkpoint(run_dir / LATEST, step + 1)
+    progress.close()
+    checkpoint(run_dir / LATEST, t.steps)
+    checkpoint(run_dir / FINAL, t.steps)
+
+    targets = {"single": fixed} if fixed else {"max": supernet.space.max(), "min": supernet.space.min()}
+    results = {name: evaluate_config(supernet, config, data, experiment) for name, config in targets.items()}
+    atomic_write_text(run_dir / "eval.json", json.dumps(results, indent=1))
+    return results
+
+
+def evaluate_config(supernet: Supernet, config: SubnetConfig, data: RunData, experiment: Experiment) -> float:
+    """Top-1 on the test split (the validation split when there is no test split)."""
+    held_out = data.source.test or data.sets.val
+    if held_out is None:
+        raise MatchnasError("the data source has no test split and the split has no validation images")
+    pool = torch.cat([data.sets.labeled.images, data.sets.unlabeled.images])
+    t = experiment.train
+    net = calibrated_subnet(supernet, config, pool, t.recalibration_images, t.seed, data.flip)
+    return accuracy(net, held_out, config.resolution)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past ``step`` (a killed run may have logged steps it never saved)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def load_run(run_dir: str | Path, which: str = FINAL) -> tuple[Experiment, Supernet, RunData, dict]:
+    """The experiment, trained supernet, data and checkpoint state of a finished (or partial) run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "experiment.yaml").is_file():
+        raise MatchnasError(f"{run_dir} is not a run directory (no experiment.yaml)")
+    path = run_dir / which if (run_dir / which).exists() else run_dir / LATEST
+    state = load_checkpoint(path)
+    experiment = experiment_from_dict(state["experiment"])
+    data = prepare_data(experiment, run_dir)
+    supernet = build_supernet(experiment, data.num_classes)
+    supernet.load_state_dict(state["model"])
+    return experiment, supernet, data, state
+
+
+def resume(run_dir: str | Path) -> dict[str, float]:
+    run_dir = Path(run_dir)
+    path = run_dir / "experiment.yaml"
+    if not path.is_file():
+        raise MatchnasError(f"{run_dir} is not a run directory (no experiment.yaml)")
+    experiment = experiment_from_dict(yaml.safe_load(path.read_text()))
+    if not (run_dir / LATEST).exists():
+        raise MatchnasError(f"{run_dir} has no checkpoint yet: start it again without --resume")
+    return train(experiment, run_dir, resume=True)

@@ -1,0 +1,130 @@
+"""Training runs end to end on the embedded digits data with a few tiny steps."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from matchnas.cli import main
+from matchnas.errors import MatchnasError
+from matchnas.experiment import load_experiment
+from matchnas.train import loop
+from matchnas.train.checkpoint import FINAL, LATEST
+
+TINY = [
+    "train.batch_size=8",
+    "train.warmup_steps=2",
+    "train.recalibration_images=64",
+    "data.labels_per_class=3",
+    "data.max_unlabeled=200",
+]
+
+
+def _cli(*args):
+    return subprocess.Popen([sys.executable, "-m", "matchnas", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _sets(overrides):
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def _metrics(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in loop.TIMING_KEYS} for r in rows]
+
+
+def test_run_directory_holds_everything(tmp_path):
+    run = tmp_path / "run"
+    results = loop.train(load_experiment(None, TINY + ["train.steps=3"]), run)
+    assert set(results) == {"max", "min"} and all(0.0 <= v <= 1.0 for v in results.values())
+    for name in ("experiment.yaml", "split.json", "metrics.jsonl", LATEST, FINAL, "selection_index.json", "eval.json"):
+        assert (run / name).is_file(), name
+    rows = _metrics(run)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert {"loss", "lab", "fm", "kd", "mask_rate"} <= set(rows[0])
+    state = torch.load(run / FINAL, weights_only=True)
+    index = json.loads(state["selection_index"])
+    assert sum(r["score"] for r in index) == 4 * (1 + 2 + 3)  # 4 subnets a step, I(a) += t
+
+
+def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path):
+    overrides = TINY + ["train.steps=24", "train.checkpoint_every=4"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert _cli("train", "--out", str(whole), *_sets(overrides)).wait() == 0
+
+    proc = _cli("train", "--out", str(killed), *_sets(overrides))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        log = killed / "metrics.jsonl"
+        if (killed / LATEST).exists() and log.exists() and len(log.read_text().splitlines()) >= 10:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / FINAL).exists(), "the run finished before it could be killed"
+
+    assert _cli("train", "--resume", str(killed)).wait() == 0
+    a = torch.load(whole / FINAL, weights_only=True)
+    b = torch.load(killed / FINAL, weights_only=True)
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    assert a["selection_index"] == b["selection_index"]
+    assert _metrics(whole) == _metrics(killed)
+    assert json.loads((whole / "eval.json").read_text()) == json.loads((killed / "eval.json").read_text())
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = loop.train_step
+
+    def poisoned(model, configs, batch, settings):
+        metrics = real(model, configs, batch, settings)
+        if poisoned.calls == 4:
+            batch.x.fill_(float("nan"))
+            return real(model, configs, batch, settings)
+        poisoned.calls += 1
+        return metrics
+
+    poisoned.calls = 0
+    monkeypatch.setattr(loop, "train_step", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(MatchnasError, match="at step 4: stopped; the last good checkpoint is .*checkpoint-latest.pt"):
+        loop.train(load_experiment(None, TINY + ["train.steps=10", "train.checkpoint_every=2"]), run)
+    assert torch.load(run / LATEST, weights_only=True)["step"] == 4
+    assert not (run / FINAL).exists()
+
+
+def test_single_model_baseline_trains_one_config(tmp_path):
+    run = tmp_path / "single"
+    results = loop.train(load_experiment(None, TINY + ["train.steps=2", "train.single=min", "train.loss=sup"]), run)
+    assert set(results) == {"single"}
+    index = json.loads(torch.load(run / FINAL, weights_only=True)["selection_index"])
+    assert len(index) == 1 and index[0]["score"] == 3
+
+
+def test_eval_command_prints_top1(tmp_path, capsys):
+    run = tmp_path / "run"
+    loop.train(load_experiment(None, TINY + ["train.steps=1"]), run)
+    assert main(["eval", str(run), "--subnet", "min"]) == 0
+    assert "top-1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--set", "train.stpes=3"], "unknown config key 'train.stpes' (did you mean 'steps'?)"),
+        (["train", "--set", "data.labels_per_class=1000"], "fewer than the 1000 labelled"),
+        (["train", "--set", "data.source=/no/such/folder"], "unknown data set"),
+        (["train", "--set", "train.loss=everything"], "train.loss must be one of"),
+        (["eval", "/no/such/run"], "not a run directory"),
+    ],
+)
+def test_bad_input_is_one_line(args, message, capsys, tmp_path):
+    assert main(args + (["--out", str(tmp_path / "r")] if args[0] == "train" else [])) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
