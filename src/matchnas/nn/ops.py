@@ -71,11 +71,13 @@ class ElasticDepthwiseConv2d(nn.Module):
     def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
         channels = x.shape[1]
         weight = self.kernel(channels, k)
-        if self.weight.stride(1) == 1:
-            # Keep a channels-last supernet's kernels channels-last: PyTorch picks the depthwise
-            # backward kernel by memory format, and on tiny feature maps the wrong pick is 5-10x
-            # slower (measured at 32 px, bench/supernet_overhead.py).
-            weight = weight.contiguous(memory_format=torch.channels_last)
+        if self.weight.stride(1) == 1 and weight.stride(1) != 1:
+            # A channels-last supernet must pass channels-last strides (k*k, 1, k, 1), as a static
+            # channels-last conv does. `.contiguous(memory_format=...)` leaves (k*k, k*k, k, 1)
+            # alone (the size-1 dim makes it "already" channels-last), yet PyTorch then takes a
+            # depthwise weight-gradient path 10-30x slower on small maps (bench/supernet_overhead.py).
+            restrided = weight.new_empty_strided(weight.shape, (k * k, 1, k, 1))
+            weight = restrided.copy_(weight)
         return F.conv2d(x, weight, None, self.stride, k // 2, 1, channels)
 
     def static(self, channels: int, k: int) -> nn.Conv2d:
