@@ -128,3 +128,4 @@ def test_bad_input_is_one_line(args, message, capsys, tmp_path):
     assert main(args + (["--out", str(tmp_path / "r")] if args[0] == "train" else [])) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists(), "a refused run must write nothing"

@@ -90,6 +90,14 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     print(f"{args.subnet} ({config.id}): top-1 {100 * top1:.2f}% after BN recalibration")
 
 
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from matchnas.demo import run_demo
+
+    print(run_demo(Path(args.out), Path(args.experiment) if args.experiment else None))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matchnas", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--subnet", default="max", help="max, min or a config JSON file (default: %(default)s)")
     evaluate.set_defaults(run=_cmd_eval)
+
+    demo = commands.add_parser("demo", help="the end-to-end demo on the embedded digits data")
+    demo.add_argument("--out", default="runs/demo", help="folder for the demo's runs (default: %(default)s)")
+    demo.add_argument("--experiment", help="experiment YAML (default: the shipped digits demo)")
+    demo.set_defaults(run=_cmd_demo)
     return parser
 
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from matchnas.convert import from_pretrained
 from matchnas.data import (
     BatchStream,
+    Split,
     SplitSets,
     apply_split,
     generator_for,
@@ -57,6 +58,7 @@ class RunData:
     """The data of a run, images stored as uint8 at ``image_size``."""
 
     source: DataSource
+    split: Split
     sets: SplitSets
     unlabeled_truth: torch.Tensor | None
     flip: bool
@@ -67,7 +69,8 @@ class RunData:
 
 
 def prepare_data(experiment: Experiment, run_dir: Path) -> RunData:
-    """Load the source, draw the split (or reload the run's), and store images at ``image_size``."""
+    """Load the source, draw the split (or reload the run's ``split.json``), and store images at
+    ``image_size``. Writes nothing: a new run saves ``data.split`` once everything has loaded."""
     d = experiment.data
     source = load_source(d.source, d.data_dir, d.image_size)
     split_path = run_dir / "split.json"
@@ -82,12 +85,11 @@ def prepare_data(experiment: Experiment, run_dir: Path) -> RunData:
             n_val_per_class=d.val_per_class,
             max_unlabeled=d.max_unlabeled,
         )
-        save_split(split, split_path)
     source = _resized(source, d.image_size)
     sets = apply_split(source, split)
     truth = source.train_labels[list(split.unlabeled)] if not split.unlabeled_extra else None
     flip = source.allow_flip if d.flip is None else d.flip
-    return RunData(source, sets, truth, flip)
+    return RunData(source, split, sets, truth, flip)
 
 
 def _resized(source: DataSource, size: int) -> DataSource:
@@ -161,12 +163,10 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False) -> 
     """Train (or continue) the run in ``run_dir``; returns the final evaluation."""
     run_dir = Path(run_dir)
     t = experiment.train
-    if not resume:
-        if (run_dir / LATEST).exists() or (run_dir / FINAL).exists():
-            raise MatchnasError(f"{run_dir} already holds a run: resume it with --resume {run_dir}")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
+    if not resume and ((run_dir / "experiment.yaml").exists() or (run_dir / LATEST).exists()):
+        raise MatchnasError(f"{run_dir} already holds a run: resume it with --resume {run_dir}")
 
+    # Everything that can fail on bad input happens before the run directory is written.
     data = prepare_data(experiment, run_dir)
     supernet = build_supernet(experiment, data.num_classes).to(memory_format=torch.channels_last)
     optimizer, schedule = build_optimizer(supernet, experiment)
@@ -175,6 +175,10 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False) -> 
     settings = LossSettings(t.loss, t.pseudo_labels, t.tau, t.label_smoothing, t.lambda_u, t.lambda_kd)
     if len(data.sets.unlabeled) == 0 and settings.loss != "sup":
         raise MatchnasError(f"train.loss={t.loss} needs unlabelled images, and the split left none")
+    if not resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_split(data.split, run_dir / "split.json")
+        atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
 
     start = 0
     if resume:
@@ -232,7 +236,10 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False) -> 
             record = {"step": step + 1, "lr": optimizer.param_groups[0]["lr"], **metrics}
             record.update(images_per_s=images / seconds, seconds=seconds)
             log.write(json.dumps(record) + "\n")
-            progress.set_postfix(loss=f"{metrics['loss']:.3f}", mask=f"{metrics.get('mask_rate', 0):.2f}", ips=f"{images / seconds:.0f}")
+            shown = {"loss": f"{metrics['loss']:.3f}", "img/s": f"{images / seconds:.0f}"}
+            if "mask_rate" in metrics:
+                shown["mask"] = f"{metrics['mask_rate']:.2f}"
+            progress.set_postfix(shown)
             if (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
                 log.flush()
                 checkpoint(run_dir / LATEST, step + 1)

@@ -1,0 +1,74 @@
+"""Training throughput of the semi-supervised sandwich step, and where the step's time goes.
+
+Usage: python bench/train_throughput.py [--steps 30] [--batch 32] [--mu 1] [--loss full]
+
+Lite0 space on digits at 32 px: per step, B labelled + mu*B unlabelled images; the time of a step
+is split into data (batch indices, weak and strong views, normalisation), forward+backward of the
+sandwich (teacher + subnets), and the optimizer step. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from matchnas.data import BatchStream
+from matchnas.experiment import load_experiment
+from matchnas.train.loop import build_optimizer, build_supernet, make_batch, prepare_data
+from matchnas.train.sampler import sandwich
+from matchnas.train.step import LossSettings, train_step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--mu", type=int, default=1)
+    parser.add_argument("--loss", default="full")
+    args = parser.parse_args()
+    experiment = load_experiment(None, [f"train.batch_size={args.batch}", f"train.unlabeled_ratio={args.mu}", f"train.loss={args.loss}"])
+    t = experiment.train
+    with tempfile.TemporaryDirectory() as run_dir:
+        data = prepare_data(experiment, Path(run_dir))
+    supernet = build_supernet(experiment, data.num_classes).to(memory_format=torch.channels_last).train()
+    optimizer, schedule = build_optimizer(supernet, experiment)
+    settings = LossSettings(t.loss, t.pseudo_labels, t.tau, t.label_smoothing, t.lambda_u, t.lambda_kd)
+    labelled = BatchStream(len(data.sets.labeled), t.batch_size, t.seed, 0)
+    unlabelled = BatchStream(len(data.sets.unlabeled), t.unlabeled_ratio * t.batch_size, t.seed, 1)
+    if t.loss == "sup":
+        unlabelled = None
+    parts = {"data": [], "forward+backward": [], "optimizer": [], "step": []}
+    for step in range(args.steps + 3):
+        t0 = time.perf_counter()
+        configs = sandwich(supernet.space, t.seed, step, t.n_random)
+        batch = make_batch(data, experiment, step, labelled, unlabelled)
+        t1 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        train_step(supernet, configs, batch, settings)
+        t2 = time.perf_counter()
+        optimizer.step()
+        schedule.step()
+        t3 = time.perf_counter()
+        if step >= 3:  # warm-up
+            for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                parts[key].append(seconds)
+    total = sum(parts["step"])
+    images = args.batch * (1 + (args.mu if unlabelled else 0))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, Lite0 space, 32 px, "
+          f"{args.batch} labelled + {args.mu * args.batch if unlabelled else 0} unlabelled a step, loss {args.loss}, "
+          f"{len(configs)} subnets a step, {args.steps} steps")
+    print("| part | median ms | share of step time |")
+    print("|---|---:|---:|")
+    for key in ("data", "forward+backward", "optimizer", "step"):
+        print(f"| {key} | {1e3 * statistics.median(parts[key]):.1f} | {100 * sum(parts[key]) / total:.1f}% |")
+    outside = 100 * (sum(parts["data"]) + sum(parts["optimizer"])) / total
+    print(f"\nimages/s (labelled + unlabelled): {images * len(parts['step']) / total:.1f}; outside forward+backward: {outside:.1f}%")
+
+
+if __name__ == "__main__":
+    main()
