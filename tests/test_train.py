@@ -129,3 +129,16 @@ def test_bad_input_is_one_line(args, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists(), "a refused run must write nothing"
+
+
+def test_eval_refuses_a_config_from_another_space(tmp_path, capsys):
+    run = tmp_path / "run"
+    loop.train(load_experiment(None, TINY + ["train.steps=1"]), run)
+    from matchnas.space import load_space
+
+    other = load_space("efficientnet-lite1")
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(other.config_to_json(other.min()))
+    assert main(["eval", str(run), "--subnet", str(foreign)]) == 2
+    err = capsys.readouterr().err
+    assert "made for space 'efficientnet-lite1'" in err and err.count("\n") == 1
