@@ -139,6 +139,7 @@ def test_eval_refuses_a_config_from_another_space(tmp_path, capsys):
     other = load_space("efficientnet-lite1")
     foreign = tmp_path / "foreign.json"
     foreign.write_text(other.config_to_json(other.min()))
+    capsys.readouterr()
     assert main(["eval", str(run), "--subnet", str(foreign)]) == 2
     err = capsys.readouterr().err
     assert "made for space 'efficientnet-lite1'" in err and err.count("\n") == 1
