@@ -98,6 +98,27 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(run_demo(Path(args.out), Path(args.experiment) if args.experiment else None))
 
 
+def _cmd_search(args: argparse.Namespace) -> None:
+    from matchnas.search.run import search
+
+    options = {"candidates": args.candidates, "samples": args.samples,
+               "population": args.population, "generations": args.generations}
+    print(search(args.run_dir, args.metric, args.budgets, args.strategy, args.val_dir, args.out, options))
+
+
+def _cmd_proxies(args: argparse.Namespace) -> None:
+    from matchnas.search.ranking import rank_proxies
+
+    print(rank_proxies(args.run_dir, args.n, args.proxy or None))
+
+
+def _cmd_latency(args: argparse.Namespace) -> None:
+    from matchnas.latency import build_lut_command
+
+    space = load_space(args.space or args.backbone)
+    print(build_lut_command(space, args.num_classes, args.runtime, args.out, args.threads))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matchnas", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +142,36 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--subnet", default="max", help="max, min or a config JSON file (default: %(default)s)")
     evaluate.set_defaults(run=_cmd_eval)
+
+    search = commands.add_parser("search", help="pick a subnet for each budget, with no retraining")
+    search.add_argument("run_dir")
+    search.add_argument("--metric", default="flops", help="flops, params, memory, latency or latency:LUT.json (default: %(default)s)")
+    search.add_argument("--budgets", required=True, help="comma-separated, K/M/G suffixes allowed, e.g. 4M,8M,12M")
+    search.add_argument("--strategy", default="fixed", help="fixed, zeroshot:PROXY, evolution or random (default: %(default)s)")
+    search.add_argument("--val-dir", help="a labelled folder (labeled/<class>/*) for evolution/random when the run has no validation split")
+    search.add_argument("--out", help="where selections.json and selections.png go (default: the run directory)")
+    search.add_argument("--candidates", type=int, default=1000, help="zeroshot: random candidates scored (default: %(default)s)")
+    search.add_argument("--samples", type=int, default=20, help="random: configs evaluated per budget (default: %(default)s)")
+    search.add_argument("--population", type=int, default=30, help="evolution: population size (default: %(default)s)")
+    search.add_argument("--generations", type=int, default=10, help="evolution: generations (default: %(default)s)")
+    search.set_defaults(run=_cmd_search)
+
+    proxies = commands.add_parser("proxies", help="rank correlation of every zero-cost proxy with test accuracy")
+    proxies.add_argument("run_dir")
+    proxies.add_argument("--n", type=int, default=50, help="random configs (default: %(default)s)")
+    proxies.add_argument("--proxy", action="append", help="only this proxy (repeatable)")
+    proxies.set_defaults(run=_cmd_proxies)
+
+    latency = commands.add_parser("latency", help="latency lookup tables")
+    latency_commands = latency.add_subparsers(dest="latency_command", required=True)
+    build = latency_commands.add_parser("build", help="time every distinct block shape of a space on this machine")
+    build.add_argument("--runtime", default="onnxruntime", help="onnxruntime or torch (default: %(default)s)")
+    build.add_argument("--out", required=True, help="the LUT JSON to write")
+    build.add_argument("--backbone", default="efficientnet-lite0")
+    build.add_argument("--space", help="a space YAML or shipped name (default: the backbone's)")
+    build.add_argument("--num-classes", type=int, default=10)
+    build.add_argument("--threads", type=int, help="intra-op threads for timing (default: the runtime's choice)")
+    build.set_defaults(run=_cmd_latency)
 
     demo = commands.add_parser("demo", help="the end-to-end demo on the embedded digits data")
     demo.add_argument("--out", default="runs/demo", help="folder for the demo's runs (default: %(default)s)")

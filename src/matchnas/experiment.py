@@ -57,10 +57,21 @@ class TrainConfig:
 
 
 @dataclass
+class NarrowConfig:
+    """Search-space narrowing before training (MatchNAS-dagger, METHOD.md)."""
+
+    proxy: str | None = None  # a zero-cost proxy name; None: train on the whole space
+    candidates: int = 1000  # K configs sampled and scored on the converted supernet
+    keep: float = 0.25  # fraction kept within each FLOPs bin
+    bins: int = 5  # FLOPs bins (quantiles), so every budget keeps candidates
+
+
+@dataclass
 class Experiment:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    narrow: NarrowConfig = field(default_factory=NarrowConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -77,6 +88,9 @@ class Experiment:
                 raise MatchnasError(f"{key} must be at least 1, got {value}")
         if not 0.0 <= t.tau <= 1.0:
             raise MatchnasError(f"train.tau must be in [0, 1], got {t.tau}")
+        n = self.narrow
+        if not (0.0 < n.keep <= 1.0) or n.candidates < 1 or n.bins < 1:
+            raise MatchnasError("narrow.keep must be in (0, 1], narrow.candidates and narrow.bins at least 1")
         if (self.data.labels_per_class is None) == (self.data.label_fraction is None):
             raise MatchnasError("set exactly one of data.labels_per_class and data.label_fraction")
 

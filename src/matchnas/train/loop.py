@@ -9,10 +9,12 @@ Run directory:
   checkpoint-final.pt    written at the end
   selection_index.json   TOFA's index I(a) (also inside each checkpoint)
   eval.json              top-1 of the evaluated subnets after BN recalibration
+  pool.json              the narrowed pool, when ``narrow.proxy`` is set
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -47,6 +49,7 @@ from matchnas.nn import Supernet
 from matchnas.space import SubnetConfig
 from matchnas.train.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
 from matchnas.train.evaluate import accuracy, calibrated_subnet
+from matchnas.train.narrow import load_pool, narrow_space, save_pool
 from matchnas.train.sampler import SelectionIndex, sandwich
 from matchnas.train.step import LossSettings, NonFiniteLoss, StepBatch, train_step
 
@@ -176,9 +179,17 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False) -> 
     if len(data.sets.unlabeled) == 0 and settings.loss != "sup":
         raise MatchnasError(f"train.loss={t.loss} needs unlabelled images, and the split left none")
     if not resume:
+        pool = None
+        if experiment.narrow.proxy is not None and fixed is None:
+            n = experiment.narrow
+            images = data.sets.unlabeled.images if len(data.sets.unlabeled) else data.sets.labeled.images
+            pool, records = narrow_space(supernet, images, n.proxy, n.candidates, n.keep, n.bins, t.seed)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_split(data.split, run_dir / "split.json")
+        if pool is not None:
+            save_pool(run_dir, pool, records, dataclasses.asdict(experiment.narrow))
         atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
+    pool = load_pool(run_dir, supernet.space)
 
     start = 0
     if resume:
@@ -215,7 +226,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False) -> 
         for step in progress:
             began = time.perf_counter()
             torch.manual_seed(step + 1_000_003 * t.seed)  # dropout: a function of (seed, step) too
-            configs = [fixed] if fixed else sandwich(supernet.space, t.seed, step, t.n_random)
+            configs = [fixed] if fixed else sandwich(supernet.space, t.seed, step, t.n_random, pool)
             for config in configs:
                 index.record(config, step + 1)
             batch = make_batch(data, experiment, step, labelled, unlabelled)

@@ -1,0 +1,16 @@
+"""Choosing subnets after training: budgets, strategies (one registry), the search command."""
+
+from matchnas.search.budgets import Metric, parse_budgets, resolve_metric
+from matchnas.search.strategies import STRATEGIES, Pick, SearchContext, SearchResult, register_strategy, run_strategy
+
+__all__ = [
+    "STRATEGIES",
+    "Metric",
+    "Pick",
+    "SearchContext",
+    "SearchResult",
+    "parse_budgets",
+    "register_strategy",
+    "resolve_metric",
+    "run_strategy",
+]

@@ -1,0 +1,117 @@
+"""``matchnas search``: answer a list of budgets for a trained run, print a table, write
+``selections.json`` and a Pareto plot."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from matchnas.data import load_folder
+from matchnas.errors import MatchnasError
+from matchnas.io import atomic_write_text
+from matchnas.search.budgets import format_cost, parse_budgets, resolve_metric
+from matchnas.search.plot import plot_search
+from matchnas.search.strategies import SearchContext, SearchResult, run_strategy
+from matchnas.train.evaluate import accuracy, calibrated_subnet
+from matchnas.train.loop import evaluate_config, load_run
+from matchnas.train.narrow import load_pool
+from matchnas.train.sampler import SelectionIndex
+
+
+def build_context(run_dir: Path, metric_spec: str, val_dir: str | None = None, options: dict | None = None):
+    """Load the run and everything a strategy may use; returns ``(ctx, experiment, data)``."""
+    experiment, supernet, data, state = load_run(run_dir)
+    supernet.eval()
+    metric = resolve_metric(metric_spec, supernet)
+    t = experiment.train
+    pool_images = torch.cat([data.sets.labeled.images, data.sets.unlabeled.images])
+    validation = data.sets.val
+    if val_dir is not None:
+        validation = load_folder(val_dir, experiment.data.image_size).train
+        if validation.classes != data.source.train.classes:
+            raise MatchnasError(f"--val-dir classes {validation.classes} differ from the run's {data.source.train.classes}")
+
+    accuracy_fn = None
+    if validation is not None and len(validation):
+
+        @lru_cache(maxsize=None)
+        def accuracy_fn(config):
+            net = calibrated_subnet(supernet, config, pool_images, t.recalibration_images, t.seed, data.flip)
+            return accuracy(net, validation, config.resolution)
+
+    proxy_source = data.sets.unlabeled.images if len(data.sets.unlabeled) else data.sets.labeled.images
+    generator = torch.Generator().manual_seed(t.seed)
+    proxy_images = proxy_source[torch.randperm(len(proxy_source), generator=generator)[:64]]
+    ctx = SearchContext(
+        supernet=supernet,
+        metric=metric,
+        seed=t.seed,
+        index=SelectionIndex.from_json(state["selection_index"]),
+        pool=load_pool(run_dir, supernet.space),
+        validation_accuracy=accuracy_fn,
+        proxy_images=proxy_images,
+        options=dict(options or {}),
+    )
+    return ctx, experiment, data
+
+
+def search(run_dir: str | Path, metric: str, budgets: str, strategy: str, val_dir: str | None = None,
+           out: str | Path | None = None, options: dict | None = None) -> str:
+    run_dir = Path(run_dir)
+    budget_values = parse_budgets(budgets)
+    ctx, experiment, data = build_context(run_dir, metric, val_dir, options)
+    result = run_strategy(strategy, ctx, budget_values)
+    test = data.source.test
+    tested = {}
+    for pick in result.picks:
+        if pick.config is not None and test is not None and pick.config not in tested:
+            tested[pick.config] = evaluate_config(ctx.supernet, pick.config, data, experiment)
+    out = Path(out) if out else run_dir
+    _write_selections(out / "selections.json", run_dir, ctx, metric, strategy, result, tested, data)
+    title = f"{run_dir.name}: {strategy}, {ctx.metric.name} budgets, {result.seconds:.1f} s to select"
+    plot_search(out / "selections.png", result, tested, ctx.metric.name, ctx.metric.unit, title)
+    return _table(result, tested, ctx.metric.name, strategy) + f"\nwrote {out / 'selections.json'} and {out / 'selections.png'}"
+
+
+def _table(result: SearchResult, tested: dict, metric: str, strategy: str) -> str:
+    lines = [f"strategy {strategy}: {result.seconds:.2f} s to select ({len(result.evaluated)} configs scored)",
+             f"{'budget':>12} {'config':>10} {metric:>12} {result.score_name:>12} {'test top-1':>10}"]
+    for p in result.picks:
+        if p.config is None:
+            lines.append(f"{format_cost(p.budget, metric):>12} {'-':>10} {'none fits':>12}   cheapest config costs {format_cost(p.cost, metric)}")
+            continue
+        top1 = f"{100 * tested[p.config]:.2f}%" if p.config in tested else "-"
+        score = f"{p.score:.4g}" if p.score is not None else "-"
+        lines.append(f"{format_cost(p.budget, metric):>12} {p.config.id:>10} {format_cost(p.cost, metric):>12} {score:>12} {top1:>10}")
+    return "\n".join(lines)
+
+
+def _write_selections(path: Path, run_dir: Path, ctx, metric: str, strategy: str, result: SearchResult, tested: dict, data) -> None:
+    space = ctx.space
+    picks = [
+        {
+            "budget": p.budget,
+            "config_id": p.config.id if p.config else None,
+            "config": p.config.to_dict() if p.config else None,
+            "cost": p.cost,
+            "score": p.score,
+            "test_top1": tested.get(p.config),
+        }
+        for p in result.picks
+    ]
+    body = {
+        "run": str(run_dir),
+        "metric": metric,
+        "unit": ctx.metric.unit,
+        "strategy": strategy,
+        "seconds": result.seconds,
+        "space": space.name,
+        "space_digest": space.digest,
+        "classes": list(data.source.train.classes),
+        "picks": picks,
+        "front": [{"config": c.to_dict(), "cost": cost, "val_top1": s} for c, cost, s in result.front],
+    }
+    atomic_write_text(path, json.dumps(body, indent=1))

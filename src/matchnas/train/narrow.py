@@ -1,0 +1,79 @@
+"""Search-space narrowing before training (MatchNAS's dagger variant, METHOD.md "Choosing
+subnets after training"): sample ``K`` configs, score each with a zero-cost proxy on the converted
+(pre-trained) supernet, keep the best fraction within each FLOPs bin, and train only on that pool
+plus ``a_max`` and ``a_min``. The pool is saved as ``pool.json`` in the run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from matchnas import cost
+from matchnas.data import to_model_input
+from matchnas.errors import MatchnasError
+from matchnas.io import atomic_write_text
+from matchnas.nn import Supernet, recalibrate_bn
+from matchnas.space import SearchSpace, SubnetConfig
+
+POOL_FILE = "pool.json"
+
+
+def narrow_space(
+    supernet: Supernet, images: torch.Tensor, proxy_name: str, candidates: int, keep: float, bins: int, seed: int
+) -> tuple[list[SubnetConfig], list[dict]]:
+    """The kept pool (max and min included) and one record per scored candidate.
+
+    ``images``: uint8 unlabelled images (a batch of 64 is used). Bins are FLOPs quantiles; within
+    a bin the best ``ceil(keep * size)`` by the proxy (in its own direction) are kept.
+    """
+    from matchnas.proxies import ProxyInput, get_proxy
+
+    proxy = get_proxy(proxy_name)
+    space = supernet.space
+    rng = np.random.default_rng([seed, 0xDA6])
+    configs = list(dict.fromkeys(space.sample(rng) for _ in range(candidates)))
+    batch = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:64]]
+    records = []
+    was_training = supernet.training
+    supernet.eval()
+    for config in tqdm(configs, desc=f"narrow ({proxy_name})", unit="config", leave=False):
+        x = to_model_input(batch, size=config.resolution)
+        net = recalibrate_bn(supernet.extract(config), [x])
+        score = float(proxy(ProxyInput(net, x, space, config, supernet.num_classes, seed)))
+        records.append({"config": config, "flops": cost.flops(space, config, supernet.num_classes), "score": score})
+    supernet.train(was_training)
+    edges = np.quantile([r["flops"] for r in records], np.linspace(0, 1, bins + 1)[1:-1])
+    sign = 1.0 if proxy.higher_is_better else -1.0
+    kept = []
+    for b in range(bins):
+        members = [r for r in records if int(np.searchsorted(edges, r["flops"], side="right")) == b]
+        members.sort(key=lambda r: -sign * r["score"])
+        kept += [r["config"] for r in members[: math.ceil(keep * len(members))]]
+    pool = list(dict.fromkeys([space.max(), space.min(), *kept]))
+    return pool, records
+
+
+def save_pool(run_dir: Path, pool: list[SubnetConfig], records: list[dict], settings: dict) -> None:
+    body = {
+        "settings": settings,
+        "pool": [c.to_dict() for c in pool],
+        "scored": [{"config": r["config"].to_dict(), "flops": r["flops"], "score": r["score"]} for r in records],
+    }
+    atomic_write_text(run_dir / POOL_FILE, json.dumps(body))
+
+
+def load_pool(run_dir: Path, space: SearchSpace) -> tuple[SubnetConfig, ...] | None:
+    """The run's narrowed pool, or None when the run trained on the whole space."""
+    path = Path(run_dir) / POOL_FILE
+    if not path.exists():
+        return None
+    pool = tuple(SubnetConfig.from_dict(c) for c in json.loads(path.read_text())["pool"])
+    for config in pool:
+        if config not in space:
+            raise MatchnasError(f"{path}: config {config.id} is not in space '{space.name}'")
+    return pool
