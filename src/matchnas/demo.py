@@ -4,7 +4,8 @@ Three runs in ``out/`` (each resumable; a finished run is reused):
   supernet/   the sandwich rule with the full loss (labels + FixMatch with maxnet pseudo-labels + KD)
   sup-max/    the maxnet alone, labels only (TOFA's "individually fine-tuned" baseline)
   sup-min/    the minnet alone, labels only
-All three use the same split, steps and labelled batch size.
+All three use the same split, steps and labelled batch size. Then the supernet answers three FLOPs
+budgets with TOFA's fixed rule (``supernet/selections.json`` and ``selections.png``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from matchnas.experiment import Experiment, load_experiment
+from matchnas.search.run import search
 from matchnas.train.checkpoint import FINAL, LATEST
 from matchnas.train.loop import resume, train
 
@@ -40,5 +42,19 @@ def run_demo(out: Path, experiment_path: Path | None = None) -> str:
         f"{'subnet':<8} {'supernet (semi-supervised)':>28} {'single model (labels only)':>28}",
         f"{'maxnet':<8} {100 * supernet['max']:>27.1f}% {100 * sup_max['single']:>27.1f}%",
         f"{'minnet':<8} {100 * supernet['min']:>27.1f}% {100 * sup_min['single']:>27.1f}%",
+        "",
+        "Subnets for three FLOPs budgets from the same supernet, no retraining (TOFA's fixed rule):",
+        search(out / "supernet", "flops", ",".join(f"{b:.0f}" for b in _budgets(out / "supernet")), "fixed"),
     ]
     return "\n".join(lines)
+
+
+def _budgets(run_dir: Path) -> list[float]:
+    """Three FLOPs budgets at 1/4, 1/2 and 3/4 of the way from the minnet to the maxnet."""
+    from matchnas import cost
+    from matchnas.train.loop import load_run
+
+    _, supernet, _, _ = load_run(run_dir)
+    space, k = supernet.space, supernet.num_classes
+    lo, hi = cost.flops(space, space.min(), k), cost.flops(space, space.max(), k)
+    return [lo + f * (hi - lo) for f in (0.25, 0.5, 0.75)]
