@@ -55,21 +55,31 @@ def _cmd_space(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    import os
+
     from matchnas.experiment import load_experiment
-    from matchnas.train import resume, train
+    from matchnas.train import distributed
+    from matchnas.train.loop import read_experiment, resume, train
 
     if args.resume:
         if args.experiment or args.set or args.single is not None:
             raise MatchnasError("--resume continues a run as it was configured: give no experiment, --set or --single")
-        results = resume(args.resume)
+        experiment = read_experiment(args.resume)
     else:
-        overrides = list(args.set)
-        if args.single is not None:
-            overrides.append(f"train.single={args.single}")
+        overrides = list(args.set) + ([f"train.single={args.single}"] if args.single is not None else [])
         experiment = load_experiment(args.experiment, overrides)
-        results = train(experiment, args.out)
+    placement = distributed.setup(experiment.train.device)
+    try:
+        results = resume(args.resume, placement) if args.resume else train(experiment, args.out, placement=placement)
+    finally:
+        distributed.teardown(placement)
     for name, top1 in results.items():
         print(f"{name}: top-1 {100 * top1:.2f}%")
+    if placement.distributed:
+        # gloo ranks sometimes crash in interpreter shutdown after the group is destroyed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:

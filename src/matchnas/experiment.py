@@ -32,6 +32,7 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "efficientnet-lite0"
     space: str | None = None  # a shipped space name or a YAML file; None: the backbone's
+    dropout: float = 0.2  # before the classifier
 
 
 @dataclass
@@ -52,6 +53,8 @@ class TrainConfig:
     pseudo_labels: str = "maxnet"  # maxnet | self
     single: str | None = None  # None: the supernet; "max", "min" or a config JSON: one fixed subnet
     seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps (bf16 autocast on CUDA)
+    sync_bn: bool = False  # under torchrun: batch statistics over all ranks
     checkpoint_every: int = 50
     recalibration_images: int = 512  # weak-view training images used to re-estimate BN
 

@@ -95,8 +95,12 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
     is re-calibrated before evaluation (METHOD.md, "BN recalibration").
     """
 
+    synchronized = False  # set by matchnas.train.distributed.synchronize_batch_norms
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
+        if self.training and self.synchronized:
+            return self._synchronized_forward(x, c)
         factor = self.momentum if self.momentum is not None else 0.0
         if self.training and self.momentum is None:  # cumulative average, used by recalibration
             self.num_batches_tracked.add_(1)
@@ -111,6 +115,26 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             factor,
             self.eps,
         )
+
+    def _synchronized_forward(self, x: torch.Tensor, c: int) -> torch.Tensor:
+        """Batch statistics over the global batch of all ranks (SyncBatchNorm), through
+        differentiable all-reduces: first the per-channel sums and the count (the mean), then the
+        sums of squared deviations (the variance; two passes, since E[x^2] - E[x]^2 loses the
+        variance to cancellation in float32 when a channel's mean dwarfs its spread)."""
+        from torch.distributed.nn.functional import all_reduce
+
+        xf = x.float()
+        sums = all_reduce(torch.cat([xf.sum((0, 2, 3)), xf.new_tensor([x.numel() // c])]))
+        count = sums[-1]
+        mean = sums[:c] / count
+        centred = xf - mean.view(1, c, 1, 1)
+        var = all_reduce((centred * centred).sum((0, 2, 3))) / count
+        with torch.no_grad():
+            m = self.momentum if self.momentum is not None else 0.1
+            self.running_mean[:c].mul_(1 - m).add_(m * mean)
+            self.running_var[:c].mul_(1 - m).add_(m * var * count / (count - 1).clamp_min(1.0))
+        scale = self.weight[:c] * torch.rsqrt(var + self.eps)
+        return (centred * scale.view(1, c, 1, 1) + self.bias[:c].view(1, c, 1, 1)).to(x.dtype)
 
     def static(self, channels: int) -> nn.BatchNorm2d:
         bn = nn.BatchNorm2d(channels, eps=self.eps, momentum=self.momentum)

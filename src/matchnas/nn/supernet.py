@@ -16,7 +16,7 @@ from torch import nn
 
 from matchnas.errors import MatchnasError
 from matchnas.nn.blocks import ElasticMBConv, MBConv
-from matchnas.nn.ops import ElasticConv2d
+from matchnas.nn.ops import ElasticBatchNorm2d, ElasticConv2d
 from matchnas.space import SearchSpace, SubnetConfig
 
 
@@ -49,7 +49,7 @@ class Supernet(nn.Module):
         self.in_chans = in_chans
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, space.stem_width, 3, 2, 1, bias=False),
-            nn.BatchNorm2d(space.stem_width, eps=bn_eps, momentum=bn_momentum),
+            ElasticBatchNorm2d(space.stem_width, eps=bn_eps, momentum=bn_momentum),
             nn.ReLU6(),
         )
         stages = []
@@ -74,7 +74,7 @@ class Supernet(nn.Module):
             width_in = width_out
         self.stages = nn.ModuleList(stages)
         self.head_conv = ElasticConv2d(width_in, space.head_width)
-        self.head_bn = nn.BatchNorm2d(space.head_width, eps=bn_eps, momentum=bn_momentum)
+        self.head_bn = ElasticBatchNorm2d(space.head_width, eps=bn_eps, momentum=bn_momentum)
         self.act = nn.ReLU6()
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(space.head_width, num_classes)
@@ -107,11 +107,15 @@ class Supernet(nn.Module):
             for i in range(stage.depth):
                 blocks.append(stage_blocks[i].static(width_in, stage.kernel[i], stage.expand[i], stage.width))
                 width_in = stage.width
-        head_conv = self.head_conv.static(width_in, self.space.head_width)
+        stem_conv, stem_bn, _ = self.stem
         net = StaticNet(
-            stem=copy.deepcopy(self.stem),
+            stem=nn.Sequential(copy.deepcopy(stem_conv), stem_bn.static(self.space.stem_width), nn.ReLU6()),
             blocks=nn.Sequential(*blocks),
-            head=nn.Sequential(head_conv, copy.deepcopy(self.head_bn), nn.ReLU6()),
+            head=nn.Sequential(
+                self.head_conv.static(width_in, self.space.head_width),
+                self.head_bn.static(self.space.head_width),
+                nn.ReLU6(),
+            ),
             dropout=self.dropout.p,
             classifier=copy.deepcopy(self.classifier),
             resolution=config.resolution,

@@ -48,6 +48,14 @@ from matchnas.io import atomic_write_text
 from matchnas.nn import Supernet
 from matchnas.space import SubnetConfig
 from matchnas.train.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
+from matchnas.train.distributed import (
+    Placement,
+    average_gradients,
+    average_metrics,
+    check_replicas,
+    shard,
+    synchronize_batch_norms,
+)
 from matchnas.train.evaluate import accuracy, calibrated_subnet
 from matchnas.train.narrow import load_pool, narrow_space, save_pool
 from matchnas.train.sampler import SelectionIndex, sandwich
@@ -106,7 +114,9 @@ def _resized(source: DataSource, size: int) -> DataSource:
 
 def build_supernet(experiment: Experiment, num_classes: int) -> Supernet:
     m = experiment.model
-    return from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed)
+    supernet = from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed)
+    supernet.dropout.p = m.dropout
+    return supernet
 
 
 def build_optimizer(model: torch.nn.Module, experiment: Experiment):
@@ -146,51 +156,69 @@ def single_config(experiment: Experiment, supernet: Supernet) -> SubnetConfig | 
     return space.config_from_json(path.read_text(), source=str(path))
 
 
-def make_batch(data: RunData, experiment: Experiment, step: int, labelled: BatchStream, unlabelled: BatchStream | None):
-    """The step's model-ready views; every random choice comes from ``(seed, step)``."""
-    seed = experiment.train.seed
-    idx = labelled.batch(step)
-    x = to_model_input(weak(data.sets.labeled.images[idx], generator_for(seed, step, 0), flip=data.flip))
-    y = data.sets.labeled.labels[idx]
+def make_batch(data: RunData, experiment: Experiment, step: int, labelled: BatchStream,
+               unlabelled: BatchStream | None, placement: Placement = Placement()) -> StepBatch:
+    """This rank's slice of the step's model-ready views. Every rank draws the same global batch
+    and augmentations from ``(seed, step)`` and keeps its slice, so the data of a run does not
+    depend on how many ranks train it."""
+    seed, device = experiment.train.seed, placement.device
+
+    def ready(images: torch.Tensor) -> torch.Tensor:
+        x = to_model_input(shard(images, placement))
+        return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+    idx = labelled.global_batch(step)
+    x = ready(weak(data.sets.labeled.images[idx], generator_for(seed, step, 0), flip=data.flip))
+    y = shard(data.sets.labeled.labels[idx], placement).to(device)
     if unlabelled is None:
         return StepBatch(x, y, None, None)
-    uidx = unlabelled.batch(step)
+    uidx = unlabelled.global_batch(step)
     u = data.sets.unlabeled.images[uidx]
-    u_weak = to_model_input(weak(u, generator_for(seed, step, 1), flip=data.flip))
-    u_strong = to_model_input(strong(u, generator_for(seed, step, 2), flip=data.flip))
-    truth = data.unlabeled_truth[uidx] if data.unlabeled_truth is not None else None
+    u_weak = ready(weak(u, generator_for(seed, step, 1), flip=data.flip))
+    u_strong = ready(strong(u, generator_for(seed, step, 2), flip=data.flip))
+    truth = shard(data.unlabeled_truth[uidx], placement).to(device) if data.unlabeled_truth is not None else None
     return StepBatch(x, y, u_weak, u_strong, truth)
 
 
-def train(experiment: Experiment, run_dir: str | Path, resume: bool = False) -> dict[str, float]:
-    """Train (or continue) the run in ``run_dir``; returns the final evaluation."""
+def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
+          placement: Placement = Placement()) -> dict[str, float]:
+    """Train (or continue) the run in ``run_dir``; returns the final evaluation (rank 0; other
+    ranks return an empty dict)."""
     run_dir = Path(run_dir)
     t = experiment.train
     if not resume and ((run_dir / "experiment.yaml").exists() or (run_dir / LATEST).exists()):
         raise MatchnasError(f"{run_dir} already holds a run: resume it with --resume {run_dir}")
+    for name, size in (("train.batch_size", t.batch_size), ("unlabelled batch", t.unlabeled_ratio * t.batch_size)):
+        if size % placement.world_size:
+            raise MatchnasError(f"{name} {size} is not divisible by the {placement.world_size} ranks")
 
     # Everything that can fail on bad input happens before the run directory is written.
     data = prepare_data(experiment, run_dir)
-    supernet = build_supernet(experiment, data.num_classes).to(memory_format=torch.channels_last)
-    optimizer, schedule = build_optimizer(supernet, experiment)
-    index = SelectionIndex()
+    supernet = build_supernet(experiment, data.num_classes)
     fixed = single_config(experiment, supernet)
     settings = LossSettings(t.loss, t.pseudo_labels, t.tau, t.label_smoothing, t.lambda_u, t.lambda_kd)
     if len(data.sets.unlabeled) == 0 and settings.loss != "sup":
         raise MatchnasError(f"train.loss={t.loss} needs unlabelled images, and the split left none")
-    if not resume:
-        pool = None
+    if resume:
+        pool = load_pool(run_dir, supernet.space)
+    else:
+        pool, records = None, None
         if experiment.narrow.proxy is not None and fixed is None:
             n = experiment.narrow
             images = data.sets.unlabeled.images if len(data.sets.unlabeled) else data.sets.labeled.images
             pool, records = narrow_space(supernet, images, n.proxy, n.candidates, n.keep, n.bins, t.seed)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_split(data.split, run_dir / "split.json")
-        if pool is not None:
-            save_pool(run_dir, pool, records, dataclasses.asdict(experiment.narrow))
-        atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
-    pool = load_pool(run_dir, supernet.space)
+        if placement.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_split(data.split, run_dir / "split.json")
+            if pool is not None:
+                save_pool(run_dir, pool, records, dataclasses.asdict(experiment.narrow))
+            atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
 
+    supernet = supernet.to(placement.device, memory_format=torch.channels_last)
+    if t.sync_bn:
+        synchronize_batch_norms(supernet, placement)
+    optimizer, schedule = build_optimizer(supernet, experiment)
+    index = SelectionIndex()
     start = 0
     if resume:
         state = load_checkpoint(run_dir / LATEST)
@@ -199,7 +227,8 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False) -> 
         schedule.load_state_dict(state["schedule"])
         index = SelectionIndex.from_json(state["selection_index"])
         start = state["step"]
-    _truncate_metrics(run_dir / "metrics.jsonl", start)
+    if placement.is_main:
+        _truncate_metrics(run_dir / "metrics.jsonl", start)
 
     labelled = BatchStream(len(data.sets.labeled), t.batch_size, t.seed, stream=0)
     unlabelled = None
@@ -207,6 +236,9 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False) -> 
         unlabelled = BatchStream(len(data.sets.unlabeled), t.unlabeled_ratio * t.batch_size, t.seed, stream=1)
 
     def checkpoint(path: Path, step: int) -> None:
+        check_replicas(supernet, placement)
+        if not placement.is_main:
+            return
         state = {
             "step": step,
             "model": supernet.state_dict(),
@@ -220,48 +252,69 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False) -> 
         save_checkpoint(path, state)
         index.save(run_dir / "selection_index.json")
 
+    autocast = torch.autocast(placement.device.type, dtype=torch.bfloat16, enabled=placement.device.type == "cuda")
     supernet.train()
-    progress = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train", unit="step", dynamic_ncols=True)
-    with open(run_dir / "metrics.jsonl", "a") as log:
+    progress = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train", unit="step",
+                    dynamic_ncols=True, disable=not placement.is_main)
+    log = open(run_dir / "metrics.jsonl", "a") if placement.is_main else None
+    try:
         for step in progress:
             began = time.perf_counter()
             torch.manual_seed(step + 1_000_003 * t.seed)  # dropout: a function of (seed, step) too
             configs = [fixed] if fixed else sandwich(supernet.space, t.seed, step, t.n_random, pool)
             for config in configs:
                 index.record(config, step + 1)
-            batch = make_batch(data, experiment, step, labelled, unlabelled)
+            batch = make_batch(data, experiment, step, labelled, unlabelled, placement)
 
             optimizer.zero_grad(set_to_none=True)
             try:
-                metrics = train_step(supernet, configs, batch, settings)
+                with autocast:
+                    metrics = train_step(supernet, configs, batch, settings)
             except NonFiniteLoss as err:
-                log.flush()
                 raise MatchnasError(
                     f"{err} at step {step}: stopped; the last good checkpoint is {run_dir / LATEST}"
                 ) from None
+            average_gradients(supernet, placement)
             optimizer.step()
             schedule.step()
 
+            metrics = average_metrics(metrics, placement)
             seconds = time.perf_counter() - began
-            images = batch.x.shape[0] + (batch.u_weak.shape[0] if batch.u_weak is not None else 0)
-            record = {"step": step + 1, "lr": optimizer.param_groups[0]["lr"], **metrics}
-            record.update(images_per_s=images / seconds, seconds=seconds)
-            log.write(json.dumps(record) + "\n")
-            shown = {"loss": f"{metrics['loss']:.3f}", "img/s": f"{images / seconds:.0f}"}
-            if "mask_rate" in metrics:
-                shown["mask"] = f"{metrics['mask_rate']:.2f}"
-            progress.set_postfix(shown)
+            images = placement.world_size * (batch.x.shape[0] + (batch.u_weak.shape[0] if batch.u_weak is not None else 0))
+            if placement.is_main:
+                _log_step(log, progress, step, optimizer, metrics, images, seconds)
             if (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
-                log.flush()
+                if log is not None:
+                    log.flush()
                 checkpoint(run_dir / LATEST, step + 1)
-    progress.close()
+    finally:
+        progress.close()
+        if log is not None:
+            log.close()
     checkpoint(run_dir / LATEST, t.steps)
     checkpoint(run_dir / FINAL, t.steps)
+    if not placement.is_main:
+        return {}
 
+    supernet.cpu()
     targets = {"single": fixed} if fixed else {"max": supernet.space.max(), "min": supernet.space.min()}
     results = {name: evaluate_config(supernet, config, data, experiment) for name, config in targets.items()}
     atomic_write_text(run_dir / "eval.json", json.dumps(results, indent=1))
     return results
+
+
+def _log_step(log, progress, step: int, optimizer, metrics: dict[str, float], images: int, seconds: float) -> None:
+    record = {"step": step + 1, "lr": optimizer.param_groups[0]["lr"], **metrics}
+    if "pl_kept" in record:
+        kept, correct = record.pop("pl_kept"), record.pop("pl_correct")
+        if kept > 0:
+            record["pl_acc"] = correct / kept
+    record.update(images_per_s=images / seconds, seconds=seconds)
+    log.write(json.dumps(record) + "\n")
+    shown = {"loss": f"{metrics['loss']:.3f}", "img/s": f"{images / seconds:.0f}"}
+    if "mask_rate" in metrics:
+        shown["mask"] = f"{metrics['mask_rate']:.2f}"
+    progress.set_postfix(shown)
 
 
 def evaluate_config(supernet: Supernet, config: SubnetConfig, data: RunData, experiment: Experiment) -> float:
@@ -297,12 +350,17 @@ def load_run(run_dir: str | Path, which: str = FINAL) -> tuple[Experiment, Super
     return experiment, supernet, data, state
 
 
-def resume(run_dir: str | Path) -> dict[str, float]:
-    run_dir = Path(run_dir)
-    path = run_dir / "experiment.yaml"
+def read_experiment(run_dir: str | Path) -> Experiment:
+    """The resolved experiment a run was started with."""
+    path = Path(run_dir) / "experiment.yaml"
     if not path.is_file():
         raise MatchnasError(f"{run_dir} is not a run directory (no experiment.yaml)")
-    experiment = experiment_from_dict(yaml.safe_load(path.read_text()))
+    return experiment_from_dict(yaml.safe_load(path.read_text()))
+
+
+def resume(run_dir: str | Path, placement: Placement = Placement()) -> dict[str, float]:
+    run_dir = Path(run_dir)
+    experiment = read_experiment(run_dir)
     if not (run_dir / LATEST).exists():
         raise MatchnasError(f"{run_dir} has no checkpoint yet: start it again without --resume")
-    return train(experiment, run_dir, resume=True)
+    return train(experiment, run_dir, resume=True, placement=placement)

@@ -67,8 +67,9 @@ def train_step(
     settings: LossSettings,
 ) -> dict[str, float]:
     """Forward and backward every subnet of ``configs``; returns named losses and metrics:
-    ``loss`` (sum over subnets), ``lab``/``fm``/``kd`` (means over subnets), ``mask_rate`` and
-    ``pl_acc`` (accuracy of the teacher's kept pseudo-labels, when the truth is known)."""
+    ``loss`` (sum over subnets), ``lab``/``fm``/``kd`` (means over subnets), ``mask_rate``, and
+    ``pl_kept``/``pl_correct`` (how many of the teacher's pseudo-labels passed the threshold and
+    were right, when the truth is known)."""
     totals = {"loss": 0.0, "lab": 0.0, "fm": 0.0, "kd": 0.0}
     teacher: PseudoLabels | None = None
     for i, config in enumerate(configs):
@@ -116,7 +117,8 @@ def train_step(
         metrics["kd"] = totals["kd"] / (n - 1)
     if teacher is not None:
         metrics["mask_rate"] = teacher.mask_rate
-        if batch.u_true is not None and teacher.mask.sum() > 0:
+        if batch.u_true is not None:  # counts, so that ranks can be summed before dividing
             kept = teacher.mask.bool()
-            metrics["pl_acc"] = float((teacher.labels[kept] == batch.u_true[kept]).float().mean())
+            metrics["pl_kept"] = float(kept.sum())
+            metrics["pl_correct"] = float((teacher.labels[kept] == batch.u_true[kept]).sum())
     return metrics
