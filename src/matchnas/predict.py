@@ -1,0 +1,243 @@
+"""``matchnas predict``: classify image files with an exported ONNX model through onnxruntime.
+
+This module needs numpy, Pillow and onnxruntime only, never PyTorch, so a bundle can be checked
+on a machine that has no training stack. It imports nothing from matchnas but the error type.
+
+What it reads, in order of preference:
+- a bundle folder: ``manifest.json`` names the models, their preprocessing and class names; the
+  largest model (by FLOPs) unless ``budget`` picks another; the file's sha256 is checked;
+- an ``.onnx`` file listed in the ``manifest.json`` beside it: that entry;
+- any other ``.onnx`` file: the preprocessing and class names matchnas embeds in its ONNX files
+  (metadata ``matchnas.preprocess``, ``matchnas.classes``); else the input size from the model's
+  input shape (or ``resolution`` when that is dynamic), RGB, EfficientNet-Lite's normalisation
+  ``(x - 127) / 128``, and class indices as names.
+
+Preprocessing repeats training's (:mod:`matchnas.data.folders` then
+:func:`matchnas.data.to_model_input`): EXIF orientation; grey (``L``) or RGB as the model was
+trained; short side to ``fit_size`` and centre crop (bilinear, antialiased); bilinear resize to the
+resolution in float (Pillow's antialiased bilinear equals torch's ``antialias=True`` to ~1e-4 of a
+grey level); ``(x - mean) / std`` on 0..255; grey repeated to the model's channels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from matchnas.errors import MatchnasError
+
+MANIFEST_VERSIONS = (1,)  # manifest format versions this module reads (matchnas.export writes 1)
+_SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+@dataclass
+class LoadedModel:
+    """An onnxruntime session and how to feed it."""
+
+    path: Path
+    session: Any
+    preprocess: dict[str, Any]  # color, fit_size, resolution, channels, mean, std
+    classes: list[str] | None
+    name: str
+
+
+def predict(
+    model_or_bundle: str | Path,
+    images: list[str | Path],
+    top_k: int = 5,
+    budget: str | None = None,
+    resolution: int | None = None,
+    threads: int | None = None,
+) -> str:
+    """Classify ``images``; returns, per image, its file and top-k labels with probabilities.
+
+    Args:
+        model_or_bundle: an export bundle folder or an ``.onnx`` file.
+        images: image files Pillow can read.
+        top_k: how many classes to show per image.
+        budget: in a bundle, the model answering this budget (its label as in the manifest,
+            e.g. ``4M`` or ``flops-4.00M``, a number, or a config id); default: the largest.
+        resolution: input size for an ONNX file that does not say (dynamic input shape).
+        threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+    """
+    model = load_model(model_or_bundle, budget, resolution, threads)
+    results = classify(model, images, top_k)
+    lines = [f"model {model.name} ({model.preprocess['resolution']} px, onnxruntime)"]
+    for path, top in zip(images, results):
+        lines.append(str(path))
+        width = max(len(label) for label, _ in top)
+        lines.extend(f"  {rank}. {label:<{width}}  {100 * p:6.2f}%" for rank, (label, p) in enumerate(top, 1))
+    return "\n".join(lines)
+
+
+def classify(model: LoadedModel, images: list[str | Path], top_k: int = 5) -> list[list[tuple[str, float]]]:
+    """Per image, the ``top_k`` (label, probability) pairs, most probable first."""
+    if top_k < 1:
+        raise MatchnasError(f"top-k must be at least 1, got {top_k}")
+    if not images:
+        raise MatchnasError("no images given")
+    batch = [preprocess_image(path, model.preprocess) for path in images]  # all read before any run
+    name = model.session.get_inputs()[0].name
+    results = []
+    for x in batch:
+        logits = model.session.run(None, {name: x})[0][0].astype(np.float64)
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        labels = model.classes or [str(i) for i in range(len(probs))]
+        results.append([(labels[i], float(probs[i])) for i in order])
+    return results
+
+
+def preprocess_image(path: str | Path, spec: dict[str, Any]) -> np.ndarray:
+    """One image file as float32 ``1 x channels x resolution x resolution`` model input."""
+    grey = spec["color"] == "grey"
+    fit, size = int(spec.get("fit_size") or spec["resolution"]), int(spec["resolution"])
+    try:
+        with Image.open(path) as file:
+            img = ImageOps.exif_transpose(file)
+            if img.mode in ("I", "I;16"):  # 16-bit grey (PNG): keep the top 8 bits, as training does
+                img = img.point(lambda v: v / 256).convert("L")
+            img = img.convert("L" if grey else "RGB")
+            img = ImageOps.fit(img, (fit, fit), Image.Resampling.BILINEAR)
+            pixels = np.asarray(img, dtype=np.float32)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+        raise MatchnasError(f"{path}: cannot read image ({err})") from None
+    planes = pixels[None] if grey else pixels.transpose(2, 0, 1)
+    if fit != size:  # in float, as training resizes the stored uint8 images (mode F: 32-bit float)
+        planes = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(p)).resize((size, size), Image.Resampling.BILINEAR)) for p in planes])
+    x = (planes - float(spec["mean"])) / float(spec["std"])
+    channels = int(spec.get("channels", 3))
+    if x.shape[0] != channels:
+        x = np.repeat(x, channels, axis=0)
+    return np.ascontiguousarray(x[None], dtype=np.float32)
+
+
+def load_model(
+    model_or_bundle: str | Path, budget: str | None = None, resolution: int | None = None, threads: int | None = None
+) -> LoadedModel:
+    """The ONNX model of a bundle folder or file, with its preprocessing and class names."""
+    path = Path(model_or_bundle)
+    if not path.exists():
+        raise MatchnasError(f"{path}: no such model file or bundle folder")
+    entry = None
+    if path.is_dir():
+        manifest = _read_manifest(path / "manifest.json")
+        entry = _pick(manifest, budget, path)
+        path = path / entry["files"]["onnx"]["file"]
+    else:
+        if path.suffix == ".pte":
+            raise MatchnasError(f"{path}: predict runs ONNX models through onnxruntime; a .pte runs in the ExecuTorch runtime")
+        beside = path.parent / "manifest.json"
+        if beside.is_file():
+            manifest = _read_manifest(beside)
+            entry = next((m for m in manifest["models"] if m["files"].get("onnx", {}).get("file") == path.name), None)
+        if budget is not None:
+            raise MatchnasError("--budget picks a model of a bundle folder, not of a single .onnx file")
+    if entry is not None:
+        expected = entry["files"]["onnx"]["sha256"]
+        if not path.is_file() or _sha256(path) != expected:
+            raise MatchnasError(f"{path}: missing, or changed since export (sha256 differs from manifest.json)")
+    session = _session(path, threads)
+    if entry is not None:
+        spec, classes = dict(entry["preprocess"]), entry.get("classes")
+    else:
+        spec, classes = _spec_from_model(session, path, resolution)
+    if resolution is not None and int(resolution) != int(spec["resolution"]):
+        raise MatchnasError(f"{path} takes {spec['resolution']} px images; --resolution {resolution} differs")
+    outputs = session.get_outputs()[0].shape[-1]
+    if classes is not None and isinstance(outputs, int) and outputs != len(classes):
+        raise MatchnasError(f"{path}: {outputs} outputs but {len(classes)} class names")
+    name = entry["name"] if entry is not None else path.name
+    return LoadedModel(path, session, spec, classes, name)
+
+
+def _read_manifest(path: Path) -> dict:
+    if not path.is_file():
+        raise MatchnasError(f"{path.parent}: not an export bundle (no manifest.json)")
+    try:
+        manifest = json.loads(path.read_text())
+        version = manifest["format_version"]
+        manifest["models"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise MatchnasError(f"{path}: not a matchnas manifest ({err!r})") from None
+    if version not in MANIFEST_VERSIONS:
+        raise MatchnasError(f"{path}: manifest format {version}; this matchnas reads {', '.join(map(str, MANIFEST_VERSIONS))}")
+    return manifest
+
+
+def _pick(manifest: dict, budget: str | None, folder: Path) -> dict:
+    """The bundle's model for ``budget`` (label, number or config id), or its largest ONNX model."""
+    models = [m for m in manifest["models"] if "onnx" in m["files"]]
+    if not models:
+        raise MatchnasError(f"{folder}: the bundle has no ONNX model (export it with --format onnx)")
+    if budget is None:
+        return max(models, key=lambda m: m["flops"])
+    wanted = str(budget).strip()
+    value = _number(wanted)
+    for m in models:
+        label = m.get("budget_label") or ""
+        if wanted in (label, m["config_id"], m["name"]) or label.endswith(f"-{wanted}"):
+            return m
+        if value is not None and m.get("budget") is not None and abs(m["budget"] - value) <= 1e-9 * max(1.0, value):
+            return m
+    known = ", ".join(m.get("budget_label") or m["name"] for m in models)
+    raise MatchnasError(f"{folder}: no model for budget '{budget}' (the bundle has: {known})")
+
+
+def _number(text: str) -> float | None:
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([KMG]?)", text, flags=re.IGNORECASE)
+    return float(match.group(1)) * _SUFFIX[match.group(2).upper()] if match else None
+
+
+def _session(path: Path, threads: int | None):
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    # onnxruntime's own exception types (not subclasses of RuntimeError) for a bad model file
+    bad_file = (state.Fail, state.InvalidProtobuf, state.InvalidGraph, state.NoSuchFile, state.InvalidArgument,
+                state.NotImplemented, state.RuntimeException)
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except bad_file as err:
+        raise MatchnasError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0][:200]})") from None
+
+
+def _spec_from_model(session, path: Path, resolution: int | None) -> tuple[dict, list[str] | None]:
+    """Preprocessing and classes from the model's matchnas metadata, else from its input shape."""
+    meta = session.get_modelmeta().custom_metadata_map
+    try:
+        if "matchnas.preprocess" in meta:
+            classes = json.loads(meta["matchnas.classes"]) if "matchnas.classes" in meta else None
+            return json.loads(meta["matchnas.preprocess"]), classes
+    except json.JSONDecodeError:
+        pass
+    shape = session.get_inputs()[0].shape  # e.g. ['batch', 3, 224, 224]
+    if len(shape) != 4:
+        raise MatchnasError(f"{path}: expected an N x C x H x W image input, got shape {shape}")
+    channels = shape[1] if isinstance(shape[1], int) else 3
+    side = shape[2] if isinstance(shape[2], int) and shape[2] == shape[3] else None
+    if side is None and resolution is None:
+        raise MatchnasError(f"{path}: the input size is dynamic ({shape}): give --resolution")
+    size = int(side or resolution)
+    spec = {"color": "rgb" if channels == 3 else "grey", "fit_size": size, "resolution": size,
+            "channels": channels, "mean": 127.0, "std": 128.0}
+    return spec, None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
