@@ -1,20 +1,31 @@
-"""matchnas: train one semi-supervised supernet from a pre-trained CNN, deploy a subnet per budget."""
+"""matchnas: train one semi-supervised supernet from a pre-trained CNN, deploy a subnet per budget.
 
-from matchnas.convert import BACKBONES, from_pretrained
-from matchnas.errors import MatchnasError
-from matchnas.nn import StaticNet, Supernet
-from matchnas.space import SearchSpace, StageConfig, SubnetConfig, load_space
+Names are imported lazily (PEP 562), so that ``matchnas predict`` runs an exported ONNX bundle
+in an environment without PyTorch.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BACKBONES",
-    "MatchnasError",
-    "SearchSpace",
-    "StageConfig",
-    "StaticNet",
-    "SubnetConfig",
-    "Supernet",
-    "from_pretrained",
-    "load_space",
-]
+_EXPORTS = {
+    "BACKBONES": "matchnas.convert",
+    "from_pretrained": "matchnas.convert",
+    "MatchnasError": "matchnas.errors",
+    "StaticNet": "matchnas.nn",
+    "Supernet": "matchnas.nn",
+    "SearchSpace": "matchnas.space",
+    "StageConfig": "matchnas.space",
+    "SubnetConfig": "matchnas.space",
+    "load_space": "matchnas.space",
+    "cost": "matchnas.cost",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'matchnas' has no attribute '{name}'")
+    module = import_module(_EXPORTS[name])
+    return module if module.__name__.endswith(f".{name}") else getattr(module, name)

@@ -9,10 +9,10 @@ import argparse
 import sys
 from dataclasses import replace
 
-from matchnas import cost
-from matchnas.convert import get_backbone
 from matchnas.errors import MatchnasError
 from matchnas.space import SearchSpace, load_space
+
+# Commands import what they need when they run: `matchnas predict` must work without PyTorch.
 
 
 def _fmt(n: float) -> str:
@@ -24,6 +24,8 @@ def _fmt(n: float) -> str:
 
 def describe_space(space: SearchSpace, num_classes: int, in_chans: int = 3) -> str:
     """The stages and choices, the number of configs, and min/max FLOPs and params per resolution."""
+    from matchnas import cost
+
     lines = [f"space {space.name} (backbone {space.backbone}, digest {space.digest})"]
     lines.append(f"stem {space.stem_width} ch, head {space.head_width} ch, {num_classes} classes")
     lines.append(f"{'stage':>5} {'stride':>6} {'depth':>10} {'width':>12} {'kernel':>8} {'expand':>10}  choice")
@@ -48,6 +50,8 @@ def describe_space(space: SearchSpace, num_classes: int, in_chans: int = 3) -> s
 
 
 def _cmd_space(args: argparse.Namespace) -> None:
+    from matchnas.convert import get_backbone
+
     if args.space is None:
         get_backbone(args.backbone)
     space = load_space(args.space or args.backbone)
@@ -129,6 +133,21 @@ def _cmd_latency(args: argparse.Namespace) -> None:
     print(build_lut_command(space, args.num_classes, args.runtime, args.out, args.threads))
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from matchnas.export import export_run
+
+    print(export_run(args.run_dir, args.out, formats=args.format, selections=args.selections, subnet=args.subnet,
+                     force=args.force, tolerance=args.tolerance, parity_images=args.parity_images,
+                     threads=args.threads, latency_runs=args.latency_runs))
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from matchnas.predict import predict
+
+    print(predict(args.model, args.images, top_k=args.top_k, budget=args.budget, resolution=args.resolution,
+                  threads=args.threads))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matchnas", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +201,28 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--num-classes", type=int, default=10)
     build.add_argument("--threads", type=int, help="intra-op threads for timing (default: the runtime's choice)")
     build.set_defaults(run=_cmd_latency)
+
+    export = commands.add_parser("export", help="export selected subnets as standalone models with parity checks")
+    export.add_argument("run_dir")
+    export.add_argument("--out", required=True, help="the bundle folder to create")
+    export.add_argument("--selections", help="selections.json from `matchnas search` (default: RUN_DIR/selections.json)")
+    export.add_argument("--subnet", help="one config instead: max, min or a config JSON")
+    export.add_argument("--format", default="onnx", help="onnx, executorch or both: onnx,executorch (default: %(default)s)")
+    export.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    export.add_argument("--tolerance", type=float, help="max |logit difference| allowed in parity checks (default: 1e-3)")
+    export.add_argument("--parity-images", type=int, default=256, help="test images for parity checks (default: %(default)s)")
+    export.add_argument("--threads", type=int, default=1, help="runtime threads for latency timing (default: %(default)s)")
+    export.add_argument("--latency-runs", type=int, default=50, help="timed runs per model (default: %(default)s)")
+    export.set_defaults(run=_cmd_export)
+
+    predict = commands.add_parser("predict", help="classify images with an exported ONNX model or bundle (no PyTorch needed)")
+    predict.add_argument("model", help="a bundle folder (with manifest.json) or an .onnx file")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--budget", help="which model of a bundle: a budget label, a number or a config id (default: the largest)")
+    predict.add_argument("--resolution", type=int, help="input size for a bare .onnx with a dynamic shape")
+    predict.add_argument("--threads", type=int)
+    predict.set_defaults(run=_cmd_predict)
 
     demo = commands.add_parser("demo", help="the end-to-end demo on the embedded digits data")
     demo.add_argument("--out", default="runs/demo", help="folder for the demo's runs (default: %(default)s)")

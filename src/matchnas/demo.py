@@ -5,7 +5,8 @@ Three runs in ``out/`` (each resumable; a finished run is reused):
   sup-max/    the maxnet alone, labels only (TOFA's "individually fine-tuned" baseline)
   sup-min/    the minnet alone, labels only
 All three use the same split, steps and labelled batch size. Then the supernet answers three FLOPs
-budgets with TOFA's fixed rule (``supernet/selections.json`` and ``selections.png``).
+budgets with TOFA's fixed rule (``supernet/selections.json`` and ``selections.png``), the picks
+are exported as an ONNX bundle (``bundle/``), and the bundle classifies one test image.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 
 from matchnas.experiment import Experiment, load_experiment
+from matchnas.export import export_run
+from matchnas.predict import predict
 from matchnas.search.run import search
 from matchnas.train.checkpoint import FINAL, LATEST
 from matchnas.train.loop import resume, train
@@ -45,8 +48,26 @@ def run_demo(out: Path, experiment_path: Path | None = None) -> str:
         "",
         "Subnets for three FLOPs budgets from the same supernet, no retraining (TOFA's fixed rule):",
         search(out / "supernet", "flops", ",".join(f"{b:.0f}" for b in _budgets(out / "supernet")), "fixed"),
+        "",
+        "Each pick exported to ONNX, checked against PyTorch in onnxruntime:",
+        export_run(out / "supernet", out / "bundle", force=True),
+        "",
+        "The bundle classifying a test image (onnxruntime only):",
+        predict(out / "bundle", [_test_image(out)], top_k=3),
     ]
     return "\n".join(lines)
+
+
+def _test_image(out: Path) -> Path:
+    """The first test image of the digits data as a PNG file, named after its true class."""
+    from PIL import Image
+
+    from matchnas.data import load_source
+
+    test = load_source("digits").test
+    path = out / f"test-image-class-{test.classes[int(test.labels[0])]}.png"
+    Image.fromarray(test.images[0, 0].numpy()).save(path)
+    return path
 
 
 def _budgets(run_dir: Path) -> list[float]:
