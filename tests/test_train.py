@@ -143,3 +143,20 @@ def test_eval_refuses_a_config_from_another_space(tmp_path, capsys):
     assert main(["eval", str(run), "--subnet", str(foreign)]) == 2
     err = capsys.readouterr().err
     assert "made for space 'efficientnet-lite1'" in err and err.count("\n") == 1
+
+
+def test_narrowed_run_trains_only_on_its_pool(tmp_path):
+    from matchnas.train.narrow import load_pool
+
+    run = tmp_path / "narrow"
+    overrides = ["train.steps=3", "narrow.proxy=synflow", "narrow.candidates=12", "narrow.keep=0.25", "narrow.bins=2"]
+    loop.train(load_experiment(None, TINY + overrides), run)
+    experiment = load_experiment(None, TINY + overrides)
+    space = loop.build_supernet(experiment, 10).space
+    pool = load_pool(run, space)
+    assert pool[:2] == (space.max(), space.min()) and len(pool) == 2 + 2 * 2  # 2 bins of 6, ceil(0.25 * 6) each
+    body = json.loads((run / "pool.json").read_text())
+    assert len(body["scored"]) == 12
+    index = json.loads(torch.load(run / FINAL, weights_only=True)["selection_index"])
+    sampled = {json.dumps(r["config"], sort_keys=True) for r in index}
+    assert sampled <= {json.dumps(c.to_dict(), sort_keys=True) for c in pool}

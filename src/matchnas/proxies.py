@@ -128,6 +128,18 @@ def get_proxy(name: str) -> Proxy:
         raise MatchnasError(f"unknown zero-cost proxy {name!r}; known: {', '.join(sorted(PROXIES))}") from None
 
 
+def proxy_input(supernet, config: SubnetConfig, images: torch.Tensor, seed: int = 0) -> ProxyInput:
+    """What a search hands a proxy: subnet ``config`` extracted with the supernet's (trained or
+    pre-trained) weights, in channels-last memory format (2-3x faster here), its BN statistics
+    re-estimated on the proxy batch itself; ``images`` are uint8 unlabelled images."""
+    from matchnas.data import to_model_input
+    from matchnas.nn import recalibrate_bn
+
+    x = to_model_input(images, size=config.resolution).contiguous(memory_format=torch.channels_last)
+    net = recalibrate_bn(supernet.extract(config).to(memory_format=torch.channels_last), [x])
+    return ProxyInput(net, x, supernet.space, config, supernet.num_classes, seed)
+
+
 def score_all(inp: ProxyInput, names: Iterable[str] | None = None) -> dict[str, float]:
     """``{name: score}`` for ``names`` (default: every registered proxy, in registration order)."""
     names = list(PROXIES) if names is None else list(names)

@@ -16,15 +16,13 @@ import numpy as np
 from scipy import stats
 from tqdm import tqdm
 
-from matchnas.data import to_model_input
 from matchnas.io import atomic_write_text
-from matchnas.nn import recalibrate_bn
 from matchnas.search.run import build_context
 from matchnas.train.loop import evaluate_config
 
 
 def rank_proxies(run_dir: str | Path, n: int = 50, names: list[str] | None = None) -> str:
-    from matchnas.proxies import PROXIES, ProxyInput
+    from matchnas.proxies import PROXIES, proxy_input
 
     run_dir = Path(run_dir)
     ctx, experiment, data = build_context(run_dir, "flops")
@@ -34,9 +32,7 @@ def rank_proxies(run_dir: str | Path, n: int = 50, names: list[str] | None = Non
     truth, scores, seconds = [], {name: [] for name in names}, {name: 0.0 for name in names}
     for config in tqdm(configs, desc="proxies", unit="config"):
         truth.append(evaluate_config(ctx.supernet, config, data, experiment))
-        x = to_model_input(ctx.proxy_images, size=config.resolution)
-        net = recalibrate_bn(ctx.supernet.extract(config), [x])
-        inp = ProxyInput(net, x, ctx.space, config, ctx.supernet.num_classes, ctx.seed)
+        inp = proxy_input(ctx.supernet, config, ctx.proxy_images, ctx.seed)
         for name in names:
             began = time.perf_counter()
             scores[name].append(float(PROXIES[name](inp)))

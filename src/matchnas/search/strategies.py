@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from matchnas.errors import MatchnasError
-from matchnas.nn import Supernet, recalibrate_bn
+from matchnas.nn import Supernet
 from matchnas.search.budgets import Metric
 from matchnas.space import SubnetConfig
 from matchnas.train.sampler import SelectionIndex
@@ -168,8 +168,7 @@ def zero_shot(ctx: SearchContext, budgets: list[float], argument: str) -> Search
     """Best zero-cost proxy score among ``candidates`` random configs (plus max and min) that
     meet each budget. Each candidate is extracted with the trained weights, its BN statistics are
     re-estimated on the proxy batch itself, and the proxy is computed on that batch."""
-    from matchnas.data import to_model_input
-    from matchnas.proxies import ProxyInput, get_proxy
+    from matchnas.proxies import get_proxy, proxy_input
 
     if not argument:
         raise MatchnasError("zeroshot needs a proxy: --strategy zeroshot:PROXY (e.g. zeroshot:synflow)")
@@ -183,10 +182,7 @@ def zero_shot(ctx: SearchContext, budgets: list[float], argument: str) -> Search
     for config, c in costed:
         if c > largest:
             continue  # no budget can use it: don't spend a network run on it
-        x = to_model_input(ctx.proxy_images, size=config.resolution)
-        net = recalibrate_bn(ctx.supernet.extract(config), [x])
-        inp = ProxyInput(net=net, images=x, space=ctx.space, config=config, num_classes=ctx.supernet.num_classes, seed=ctx.seed)
-        scored.append((config, c, float(proxy(inp))))
+        scored.append((config, c, float(proxy(proxy_input(ctx.supernet, config, ctx.proxy_images, ctx.seed)))))
     picks = best_under_budgets(scored, budgets, proxy.higher_is_better)
     if not scored:
         cheapest = min(c for _, c in costed)

@@ -14,10 +14,9 @@ import torch
 from tqdm import tqdm
 
 from matchnas import cost
-from matchnas.data import to_model_input
 from matchnas.errors import MatchnasError
 from matchnas.io import atomic_write_text
-from matchnas.nn import Supernet, recalibrate_bn
+from matchnas.nn import Supernet
 from matchnas.space import SearchSpace, SubnetConfig
 
 POOL_FILE = "pool.json"
@@ -31,7 +30,7 @@ def narrow_space(
     ``images``: uint8 unlabelled images (a batch of 64 is used). Bins are FLOPs quantiles; within
     a bin the best ``ceil(keep * size)`` by the proxy (in its own direction) are kept.
     """
-    from matchnas.proxies import ProxyInput, get_proxy
+    from matchnas.proxies import get_proxy, proxy_input
 
     proxy = get_proxy(proxy_name)
     space = supernet.space
@@ -42,9 +41,7 @@ def narrow_space(
     was_training = supernet.training
     supernet.eval()
     for config in tqdm(configs, desc=f"narrow ({proxy_name})", unit="config", leave=False):
-        x = to_model_input(batch, size=config.resolution)
-        net = recalibrate_bn(supernet.extract(config), [x])
-        score = float(proxy(ProxyInput(net, x, space, config, supernet.num_classes, seed)))
+        score = float(proxy(proxy_input(supernet, config, batch, seed)))
         records.append({"config": config, "flops": cost.flops(space, config, supernet.num_classes), "score": score})
     supernet.train(was_training)
     edges = np.quantile([r["flops"] for r in records], np.linspace(0, 1, bins + 1)[1:-1])
