@@ -208,7 +208,11 @@ def sort_channels(state: dict[str, torch.Tensor], depths: list[int]) -> None:
     the same function (tested).
     """
     for s, depth in enumerate(depths):
-        block = lambda b: f"stages.{s}.{b}"  # noqa: E731
+        prefix = f"stages.{s}"
+
+        def block(b: int) -> str:
+            return f"{prefix}.{b}"
+
         readers = [f"{block(b)}.conv_pw.weight" for b in range(1, depth)]
         readers.append(f"stages.{s + 1}.0.conv_pw.weight" if s + 1 < len(depths) else "head_conv.weight")
         if any(r not in state for r in readers):

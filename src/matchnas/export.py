@@ -160,7 +160,10 @@ def export_run(
         for target in targets:
             config = target.config
             if config not in nets:
-                net = calibrated_subnet(supernet, config, pool, t.recalibration_images, t.seed, data.flip).eval()
+                net = calibrated_subnet(supernet, config, pool, t.recalibration_images, t.seed, data.flip)
+                # Exporters want the default memory format (XNNPACK's channels-last pass refuses
+                # weights that already are channels-last).
+                net = net.to(memory_format=torch.contiguous_format).eval()
                 top1 = accuracy(net, held_out, config.resolution) if held_out is not None else None
                 nets[config] = (net, top1)
             net, top1 = nets[config]

@@ -16,8 +16,9 @@ edges). So a prediction is
 
     predict(a) = intercept + sum over parts p of a of (table[p] - overhead)
 
-with ``intercept`` and ``overhead`` (ms per part) fitted by least squares on a few calibration
-configs measured whole (``measured - sum(table) = intercept - overhead * n_parts``). The cost is a
+with ``intercept`` and ``overhead`` (ms per part) fitted on a few calibration configs measured
+whole (``measured - sum(table) = intercept - overhead * n_parts``, least squares on the relative
+error; :meth:`LatencyTable.calibrated`). The cost is a
 pure function of the config (METHOD.md, "Choosing subnets": budget metrics are functions of the
 config alone); it never runs a network.
 """
@@ -366,19 +367,20 @@ class LatencyTable:
     __call__ = predict
 
     def calibrated(self, measured: list[tuple[SubnetConfig, float]]) -> LatencyTable:
-        """A copy with ``intercept_ms`` and ``overhead_ms`` fitted by least squares on configs
-        measured whole: ``measured - sum(entries) = intercept - overhead * n_parts``. With one
-        distinct part count only the intercept is fitted."""
+        """A copy with ``intercept_ms`` and ``overhead_ms`` fitted on configs measured whole:
+        ``measured - sum(entries) = intercept - overhead * n_parts``, by least squares on the
+        *relative* error (each row weighted by 1 / measured), the error the predictor is judged by;
+        an absolute fit lets the largest configs decide and misses the smallest by 10-20%. With
+        one distinct part count only the intercept is fitted."""
         if not measured:
             raise MatchnasError("calibration needs at least one measured config")
         sums = [self.parts_sum(config) for config, _ in measured]
         gap = np.array([ms - s for (_, ms), (s, _) in zip(measured, sums)])
         n = np.array([float(k) for _, k in sums])
-        if len(set(n)) < 2:
-            intercept, overhead = float(np.mean(gap)), 0.0
-        else:
-            slope, intercept = np.polyfit(n, gap, 1)
-            intercept, overhead = float(intercept), float(-slope)
+        weight = 1.0 / np.array([ms for _, ms in measured])
+        design = np.stack([np.ones_like(n), -n], axis=1) if len(set(n)) > 1 else np.ones((len(n), 1))
+        solution = np.linalg.lstsq(design * weight[:, None], gap * weight, rcond=None)[0]
+        intercept, overhead = float(solution[0]), float(solution[1]) if len(solution) > 1 else 0.0
         meta = dict(self.meta or {})
         meta["calibration"] = [
             {"config": c.to_dict(), "measured_ms": ms, "parts_sum_ms": s, "parts": k}

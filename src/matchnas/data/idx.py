@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from matchnas.data.source import DataSource, ImageSet
 from matchnas.errors import MatchnasError
+from matchnas.io import atomic_write
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _IDX_TYPES: dict[int, np.dtype] = {
@@ -104,25 +104,22 @@ def _download(url: str, dest: Path, md5: str, timeout_s: float = 60.0) -> Path:
     Raises:
         MatchnasError: naming the URL when the network fails, or when the MD5 sum differs.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
+    def fetch(tmp: Path) -> None:
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout_s) as resp:
             while chunk := resp.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != md5:
             raise MatchnasError(f"{url}: MD5 {digest.hexdigest()} differs from expected {md5}")
-        os.replace(tmp_name, dest)
+
+    try:
+        atomic_write(dest, fetch)
     except (OSError, http.client.HTTPException) as err:  # URLError is an OSError
         raise MatchnasError(
             f"cannot download {url} ({err}); without network, put the files in --data-dir "
             f"or install Debian's dataset-fashion-mnist"
         ) from None
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return dest
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch
 
 from matchnas.data.source import DataSource, ImageSet
 from matchnas.errors import MatchnasError
+from matchnas.io import atomic_write_text
 
 _FORMAT = "matchnas.split/1"
 
@@ -181,16 +180,8 @@ def apply_split(source: DataSource, split: Split) -> SplitSets:
 
 def save_split(split: Split, path: str | Path) -> None:
     """Write ``split`` as JSON, atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
     text = json.dumps({"format": _FORMAT, **asdict(split)}, separators=(",", ":"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(path, text + "\n")
 
 
 def load_split(path: str | Path) -> Split:

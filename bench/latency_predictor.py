@@ -1,0 +1,105 @@
+"""Lookup-table latency predictor vs whole-model measurement (issue 4).
+
+Usage: python bench/latency_predictor.py [--space efficientnet-lite0] [--runtime onnxruntime]
+       [--configs 50] [--threads 1] [--out runs/latency]
+
+Builds the table (or loads ``OUT/lut-RUNTIME.json`` with ``--reuse``), then measures ``--configs``
+random configs (seed 1, disjoint from the table's calibration draws, seed 0) plus max and min whole,
+with the pre-trained Lite0 weights, batch 1, as the median of three interleaved rounds of 200 runs.
+Prints a Markdown table of the predictor's |error| and writes every measurement to
+``OUT/eval-RUNTIME.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from matchnas import cost
+from matchnas.convert import from_pretrained
+from matchnas.latency import LatencyTable, Runner, _round_medians, build_lut
+from matchnas.space import load_space
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="efficientnet-lite0")
+    parser.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"])
+    parser.add_argument("--configs", type=int, default=50, help="random configs measured whole")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calibration", type=int, default=20, help="whole configs the table is fitted on")
+    parser.add_argument("--out", default="runs/latency")
+    parser.add_argument("--reuse", action="store_true", help="load the table from OUT instead of building it")
+    args = parser.parse_args()
+    out = Path(args.out)
+    space = load_space(args.space)
+    lut_path = out / f"lut-{args.runtime}.json"
+    if args.reuse:
+        table = LatencyTable.load(lut_path, space)
+    else:
+        table = build_lut(space, 10, args.runtime, args.threads, calibration=args.calibration)
+        table.save(lut_path)
+    build = table.meta["build"]
+
+    net = from_pretrained(space.backbone, space=space, num_classes=10).eval()
+    rng = np.random.default_rng(1)
+    named = [("max", space.max()), ("min", space.min())] + [(f"random {i}", space.sample(rng)) for i in range(args.configs)]
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
+    runners = [
+        Runner(net.extract(c).eval(), (1, 3, c.resolution, c.resolution), args.runtime, args.threads)
+        for _, c in tqdm(named, "export")
+    ]
+    with tqdm(total=len(runners) * args.rounds, desc="measure") as bar:
+        measured = _round_medians(runners, 20, args.repeats, args.rounds, bar)
+    measure_s, load_after = time.perf_counter() - start, os.getloadavg()[0]
+
+    rows = []
+    for (name, config), ms in zip(named, measured):
+        parts_sum, n = table.parts_sum(config)
+        predicted = table.predict(config)
+        rows.append(
+            {"name": name, "config": config.to_dict(), "measured_ms": ms, "predicted_ms": predicted,
+             "parts_sum_ms": parts_sum, "parts": n, "mflops": cost.flops(space, config, 10) / 1e6,
+             "error_pct": 100 * (predicted / ms - 1)}
+        )  # fmt: skip
+    (out / f"eval-{args.runtime}.json").write_text(json.dumps({"table": str(lut_path), "rows": rows}, indent=1))
+
+    errors = [abs(r["error_pct"]) for r in rows]
+    raw = [abs(100 * (r["parts_sum_ms"] / r["measured_ms"] - 1)) for r in rows]
+    within = sum(e <= 10 for e in errors) / len(errors)
+    machine = table.meta["machine"]
+    print(f"{machine['cpu']}, {machine['cpu_count']} cores; torch {torch.__version__}, {machine['versions']}")
+    print(f"runtime {args.runtime}, {table.threads} intra-op thread(s), batch 1, space {space.name}")
+    print(
+        f"table: {len(table.entries)} part shapes built in {build['seconds']:.0f} s "
+        f"(warmup {build['warmup']}, repeats {build['repeats']}, rounds {build['rounds']}); "
+        f"intercept {table.intercept_ms:.4f} ms, per-part overhead {table.overhead_ms:.4f} ms"
+    )
+    print(f"table build load average (1 min): {build['load_average_1m']}")
+    print(f"measured {len(rows)} configs whole in {measure_s:.0f} s; load average {load_before:.2f} -> {load_after:.2f}\n")
+    print("| config | MFLOPs | parts | measured ms | predicted ms | error |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows[:2]:
+        print(f"| {r['name']} | {r['mflops']:.2f} | {r['parts']} | {r['measured_ms']:.4f} | {r['predicted_ms']:.4f} | {r['error_pct']:+.1f}% |")
+    print()
+    print("| predictor | median abs error | p90 abs error | max abs error | within +-10% |")
+    print("|---|---:|---:|---:|---:|")
+    for label, e in (("sum of table entries only", raw), ("calibrated (intercept + overhead)", errors)):
+        w = sum(x <= 10 for x in e) / len(e)
+        print(f"| {label} | {statistics.median(e):.1f}% | {np.percentile(e, 90):.1f}% | {max(e):.1f}% | {100 * w:.0f}% ({sum(x <= 10 for x in e)}/{len(e)}) |")
+    ms = [r["measured_ms"] for r in rows]
+    print(f"\nmeasured latency range: {min(ms):.4f} - {max(ms):.4f} ms; within +-10%: {100 * within:.0f}%")
+
+
+if __name__ == "__main__":
+    main()
