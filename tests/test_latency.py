@@ -19,6 +19,7 @@ from matchnas.latency import (
     build_lut_command,
     config_parts,
     enumerate_parts,
+    measure_interleaved,
     measure_latency,
     measured_latency_cost,
 )
@@ -93,6 +94,21 @@ def test_part_modules_run_at_their_input_shape_in_onnxruntime(tiny_space, kind):
     assert runner.outputs(x).shape == tuple(expected)
 
 
+def test_measure_interleaved_runs_every_runner_once_per_round_and_keeps_the_fastest():
+    class Fake:
+        def __init__(self, times, log, name):
+            self.times, self.log, self.name = iter(times), log, name
+
+        def median_ms(self, warmup, repeats):
+            self.log.append(self.name)
+            return next(self.times)
+
+    log = []
+    runners = [Fake([3.0, 1.0, 2.0], log, "a"), Fake([5.0, 6.0, 4.0], log, "b")]
+    assert measure_interleaved(runners, warmup=1, repeats=1, rounds=3) == [1.0, 4.0]
+    assert log == ["a", "b"] * 3  # interleaved, so a burst of load spoils one round, not one runner
+
+
 def test_unknown_runtime_raises_naming_the_allowed_ones(tiny_supernet, tiny_space):
     static = tiny_supernet.extract(tiny_space.min())
     with pytest.raises(MatchnasError, match="onnxruntime, torch"):
@@ -131,9 +147,11 @@ def test_config_parts_follow_the_extracted_module(tiny_supernet, tiny_space, rng
     parts = config_parts(tiny_space, config, 5)
     assert [p.kind for p in parts] == ["stem"] + ["block"] * len(static.blocks) + ["head"]
     for part, block in zip(parts[1:-1], static.blocks):
-        assert (part.in_channels, part.out_channels) == (block.conv_dw.in_channels if block.conv_pw is None
-                                                          else block.conv_pw.in_channels, block.conv_pwl.out_channels)  # fmt: skip
-        assert (part.hidden, part.kernel, part.residual) == (block.conv_dw.in_channels, block.conv_dw.kernel_size[0], block.residual)
+        first = block.conv_pw if block.conv_pw is not None else block.conv_dw
+        assert (part.in_channels, part.out_channels) == (first.in_channels, block.conv_pwl.out_channels)
+        assert (part.hidden, part.kernel, part.stride) == (block.conv_dw.in_channels, *block.conv_dw.kernel_size[:1],
+                                                           block.conv_dw.stride[0])  # fmt: skip
+        assert (part.residual, part.expansion) == (block.residual, block.conv_pw is not None)
 
 
 # -- prediction -----------------------------------------------------------------------------------
@@ -146,6 +164,13 @@ def test_predict_is_a_pure_function_equal_to_the_sum_of_entries(tiny_space, rng,
         same = SubnetConfig.from_dict(json.loads(config.to_json()))
         assert table.predict(config) == pytest.approx(expected, rel=1e-12)
         assert table.predict(config) == table.predict(same) == table(config)
+
+
+def test_calibration_with_one_part_count_fits_the_intercept_only(tiny_space):
+    table = synthetic_table(tiny_space, 5, intercept=0.0, overhead=0.0)
+    config = tiny_space.max()
+    fitted = table.calibrated([(config, table.parts_sum(config)[0] + 0.5)])
+    assert (fitted.intercept_ms, fitted.overhead_ms) == (pytest.approx(0.5), 0.0)
 
 
 def test_calibration_recovers_intercept_and_per_part_overhead(tiny_space, rng):
