@@ -15,16 +15,10 @@ from matchnas.space import SearchSpace, load_space
 # Commands import what they need when they run: `matchnas predict` must work without PyTorch.
 
 
-def _fmt(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(int(n))
-
-
 def describe_space(space: SearchSpace, num_classes: int, in_chans: int = 3) -> str:
     """The stages and choices, the number of configs, and min/max FLOPs and params per resolution."""
     from matchnas import cost
+    from matchnas.search.budgets import format_cost
 
     lines = [f"space {space.name} (backbone {space.backbone}, digest {space.digest})"]
     lines.append(f"stem {space.stem_width} ch, head {space.head_width} ch, {num_classes} classes")
@@ -44,7 +38,8 @@ def describe_space(space: SearchSpace, num_classes: int, in_chans: int = 3) -> s
         a, b = replace(lo, resolution=r), replace(hi, resolution=r)
         f = [cost.flops(space, c, num_classes, in_chans) for c in (a, b)]
         p = [cost.params(space, c, num_classes, in_chans) for c in (a, b)]
-        lines.append(f"{r:>5} {_fmt(f[0]):>10} {_fmt(f[1]):>10} {_fmt(p[0]):>11} {_fmt(p[1]):>11}")
+        f0, f1, p0, p1 = (format_cost(v, "flops") for v in (*f, *p))
+        lines.append(f"{r:>5} {f0:>10} {f1:>10} {p0:>11} {p1:>11}")
     lines.append("FLOPs: 2 per multiply-add, convolutions and classifier, one image")
     return "\n".join(lines)
 

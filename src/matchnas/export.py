@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -50,6 +49,7 @@ from matchnas import cost
 from matchnas.data import TFLITE_MEAN, TFLITE_STD, to_model_input
 from matchnas.errors import MatchnasError
 from matchnas.io import atomic_write_text
+from matchnas.latency import machine_description
 from matchnas.space import SearchSpace, SubnetConfig
 from matchnas.train.evaluate import accuracy, calibrated_subnet
 
@@ -232,7 +232,7 @@ def _manifest(run_dir: Path, space: SearchSpace, k: int, header: dict, models: l
         "space_digest": space.digest,
         "num_classes": k,
         **header,
-        "machine": machine(),
+        "machine": machine_description(),
         "models": models,
     }
 
@@ -257,19 +257,6 @@ def sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def machine() -> dict[str, Any]:
-    """The exporting machine, for the latencies: CPU model, logical CPUs, OS, Python."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "os": platform.platform(), "python": platform.python_version()}
 
 
 # -- where the configs come from -----------------------------------------------------------------
