@@ -159,3 +159,71 @@ def test_narrowed_run_trains_only_on_its_pool(tmp_path):
     index = json.loads(torch.load(run / FINAL, weights_only=True)["selection_index"])
     sampled = {json.dumps(r["config"], sort_keys=True) for r in index}
     assert sampled <= {json.dumps(c.to_dict(), sort_keys=True) for c in pool}
+
+
+SPLIT = TINY + ["train.steps=6", "train.checkpoint_every=2", "split.method=gm", "split.edges=2", "split.batches=1"]
+
+
+@pytest.fixture(scope="module")
+def split_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("split") / "run"
+    loop.train(load_experiment(None, SPLIT), run)
+    return run
+
+
+def test_split_run_trains_each_part_on_its_own_configs(split_run):
+    from matchnas.train.split import SplitPlan, SplitSupernet
+
+    plan = SplitPlan.from_dict(json.loads((split_run / "fewshot.json").read_text()))
+    assert plan.method == "gm" and plan.step == 3 and plan.num_parts == 4
+    assert len(plan.scores) == 6  # every stage whose first block has 3 expansion choices was scored
+    rows = _metrics(split_run)
+    assert [r.get("part") for r in rows] == [None, None, None, 0, 1, 2]
+    index = json.loads(torch.load(split_run / FINAL, weights_only=True)["selection_index"])
+    experiment, supernet, _, _ = loop.load_run(split_run)
+    assert isinstance(supernet, SplitSupernet) and supernet.plan == plan
+    trained_late = [r for r in index if r["score"] > 4 * (1 + 2 + 3)]  # sampled at steps 4-6 only
+    for row in trained_late:
+        from matchnas.space import SubnetConfig
+
+        assert plan.part_of(SubnetConfig.from_dict(row["config"])) in (0, 1, 2)
+    # part 3 never trained after the split: it still equals the parent at the split step
+    untouched = {k: v for k, v in supernet.parts[3].state_dict().items() if "running" not in k and "num_batches" not in k}
+    trained = {k: v for k, v in supernet.parts[0].state_dict().items() if "running" not in k and "num_batches" not in k}
+    assert any(not torch.equal(untouched[k], trained[k]) for k in untouched)
+
+
+@pytest.mark.parametrize("stop_at", [2, 4])  # before and after the split (step 3)
+def test_split_run_resumes_to_the_same_weights(split_run, tmp_path, monkeypatch, stop_at):
+    real = loop._log_step
+
+    def interrupted(log, progress, step, *args):
+        if step == stop_at:
+            raise KeyboardInterrupt
+        real(log, progress, step, *args)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(loop, "_log_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(load_experiment(None, SPLIT), run)
+    monkeypatch.setattr(loop, "_log_step", real)
+    assert torch.load(run / LATEST, weights_only=True)["step"] == stop_at
+    loop.resume(run)
+    a = torch.load(split_run / FINAL, weights_only=True)
+    b = torch.load(run / FINAL, weights_only=True)
+    assert a["split"] == b["split"] and a["model"].keys() == b["model"].keys()
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+    assert _metrics(split_run) == _metrics(run)
+
+
+def test_eval_and_search_work_on_a_split_run(split_run, capsys):
+    assert main(["eval", str(split_run), "--subnet", "max"]) == 0
+    assert "top-1" in capsys.readouterr().out
+    assert main(["search", str(split_run), "--budgets", "3M,100M", "--strategy", "fixed"]) == 0
+    assert (split_run / "selections.json").is_file()
+
+
+def test_split_needs_a_supernet(capsys, tmp_path):
+    assert main(["train", "--out", str(tmp_path / "r"), "--set", "split.method=gm", "--set", "train.single=max"]) == 2
+    assert "nothing to split" in capsys.readouterr().err

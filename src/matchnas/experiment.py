@@ -70,11 +70,25 @@ class NarrowConfig:
 
 
 @dataclass
+class SplitConfig:
+    """Few-shot splitting by gradient matching (GM-NAS, METHOD.md): after ``at * train.steps``
+    one-shot steps, ``edges`` edges are split into sub-supernets that train for the remaining steps."""
+
+    method: str = "none"  # none | gm (gradient matching) | random (the paper's control)
+    edges: int = 1  # the splitting budget: how many edges are split
+    dimension: str = "expand"  # kernel | expand: which choice of a stage's first block is an edge
+    groups: int = 2  # groups per split edge (sub-supernets: groups ** edges)
+    at: float = 0.5  # fraction of the steps trained one-shot before the split
+    batches: int = 4  # batches each choice's gradient is averaged over
+
+
+@dataclass
 class Experiment:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     narrow: NarrowConfig = field(default_factory=NarrowConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,6 +108,15 @@ class Experiment:
         n = self.narrow
         if not (0.0 < n.keep <= 1.0) or n.candidates < 1 or n.bins < 1:
             raise MatchnasError("narrow.keep must be in (0, 1], narrow.candidates and narrow.bins at least 1")
+        sp = self.split
+        if sp.method not in ("none", "gm", "random"):
+            raise MatchnasError(f"split.method must be one of none, gm, random, got {sp.method!r}")
+        if sp.dimension not in ("kernel", "expand"):
+            raise MatchnasError(f"split.dimension must be kernel or expand, got {sp.dimension!r}")
+        if sp.edges < 1 or sp.groups < 2 or sp.batches < 1 or not 0.0 < sp.at < 1.0:
+            raise MatchnasError("split.edges and split.batches must be at least 1, split.groups at least 2, split.at in (0, 1)")
+        if sp.method != "none" and t.single is not None:
+            raise MatchnasError("split.method applies to supernets; a train.single run has nothing to split")
         if (self.data.labels_per_class is None) == (self.data.label_fraction is None):
             raise MatchnasError("set exactly one of data.labels_per_class and data.label_fraction")
 

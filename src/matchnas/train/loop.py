@@ -10,6 +10,8 @@ Run directory:
   selection_index.json   TOFA's index I(a) (also inside each checkpoint)
   eval.json              top-1 of the evaluated subnets after BN recalibration
   pool.json              the narrowed pool, when ``narrow.proxy`` is set
+  fewshot.json           the few-shot split (edges, groups, gradient-matching scores), when
+                         ``split.method`` is set; also inside each later checkpoint
 """
 
 from __future__ import annotations
@@ -59,9 +61,19 @@ from matchnas.train.distributed import (
 from matchnas.train.evaluate import accuracy, calibrated_subnet
 from matchnas.train.narrow import load_pool, narrow_space, save_pool
 from matchnas.train.sampler import SelectionIndex, sandwich
+from matchnas.train.split import (
+    SplitPlan,
+    SplitSupernet,
+    copy_momentum,
+    momentum_by_name,
+    part_schedule,
+    plan_split,
+    restrict_pool,
+)
 from matchnas.train.step import LossSettings, NonFiniteLoss, StepBatch, train_step
 
 TIMING_KEYS = ("images_per_s", "seconds")  # metrics that differ between identical runs
+FEWSHOT_FILE = "fewshot.json"  # the few-shot split plan (split.json is the data split)
 
 
 @dataclass
@@ -214,14 +226,17 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
                 save_pool(run_dir, pool, records, dataclasses.asdict(experiment.narrow))
             atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
 
+    state = load_checkpoint(run_dir / LATEST) if resume else None
+    plan = SplitPlan.from_dict(state["split"]) if state and state.get("split") else None
+    if plan is not None:
+        supernet = SplitSupernet.from_parent(supernet, plan)
     supernet = supernet.to(placement.device, memory_format=torch.channels_last)
     if t.sync_bn:
         synchronize_batch_norms(supernet, placement)
     optimizer, schedule = build_optimizer(supernet, experiment)
     index = SelectionIndex()
     start = 0
-    if resume:
-        state = load_checkpoint(run_dir / LATEST)
+    if state is not None:
         supernet.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -245,6 +260,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             "selection_index": index.to_json(),
+            "split": plan.to_dict() if plan is not None else None,
             "experiment": experiment.to_dict(),
             "space": supernet.space.to_dict(),
             "classes": list(data.source.train.classes),
@@ -260,8 +276,20 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     try:
         for step in progress:
             began = time.perf_counter()
+            if plan is None and step == split_step(experiment):
+                supernet, optimizer, schedule, plan = split_supernet(
+                    supernet, optimizer, schedule, experiment, data, labelled, unlabelled, settings, step, autocast)
+                if placement.is_main:
+                    atomic_write_text(run_dir / FEWSHOT_FILE, json.dumps(plan.to_dict(), indent=1))
             torch.manual_seed(step + 1_000_003 * t.seed)  # dropout: a function of (seed, step) too
-            configs = [fixed] if fixed else sandwich(supernet.space, t.seed, step, t.n_random, pool)
+            if fixed:
+                configs, part = [fixed], None
+            elif plan is None:
+                configs, part = sandwich(supernet.space, t.seed, step, t.n_random, pool), None
+            else:
+                part = part_schedule(plan, step)
+                configs = sandwich(plan.subspace(supernet.space, part), t.seed, step, t.n_random,
+                                   restrict_pool(pool, plan, part))
             for config in configs:
                 index.record(config, step + 1)
             batch = make_batch(data, experiment, step, labelled, unlabelled, placement)
@@ -279,6 +307,8 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             schedule.step()
 
             metrics = average_metrics(metrics, placement)
+            if part is not None:
+                metrics["part"] = part
             seconds = time.perf_counter() - began
             images = placement.world_size * (batch.x.shape[0] + (batch.u_weak.shape[0] if batch.u_weak is not None else 0))
             if placement.is_main:
@@ -301,6 +331,44 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     results = {name: evaluate_config(supernet, config, data, experiment) for name, config in targets.items()}
     atomic_write_text(run_dir / "eval.json", json.dumps(results, indent=1))
     return results
+
+
+def split_step(experiment: Experiment) -> int | None:
+    """The step at which the one-shot supernet is split (None: it never is)."""
+    sp = experiment.split
+    if sp.method == "none" or experiment.train.single is not None:
+        return None
+    return max(1, round(sp.at * experiment.train.steps))
+
+
+def split_supernet(supernet: Supernet, optimizer, schedule, experiment: Experiment, data: RunData,
+                   labelled: BatchStream, unlabelled: BatchStream | None, settings: LossSettings, step: int,
+                   autocast) -> tuple[SplitSupernet, torch.optim.Optimizer, object, SplitPlan]:
+    """Plan the split on the warmed-up supernet, copy it into the sub-supernets, and carry the
+    optimizer over (momentum per parameter, the current learning rate, the schedule's position).
+
+    The gradients are taken on whole global batches drawn past the run's last step, so every rank
+    of a distributed run computes the same plan without communicating."""
+    sp, t = experiment.split, experiment.train
+    scoring = LossSettings(settings.loss if settings.loss != "kd" else "sup", "self", settings.tau,
+                           settings.label_smoothing, settings.lambda_u, 0.0)
+    batches = [make_batch(data, experiment, t.steps + 1 + i, labelled, unlabelled,
+                          Placement(device=next(supernet.parameters()).device)) for i in range(sp.batches)]
+
+    def gradient_of(model, config, batch):
+        torch.manual_seed(t.seed)
+        with autocast:
+            train_step(model, [config], batch, scoring)
+
+    plan = plan_split(sp.method, supernet, sp.edges, sp.dimension, sp.groups, step, t.seed, batches, gradient_of)
+    parent_momentum = momentum_by_name(optimizer, supernet)
+    split = SplitSupernet.from_parent(supernet, plan)
+    new_optimizer, new_schedule = build_optimizer(split, experiment)
+    copy_momentum(new_optimizer, parent_momentum, split)
+    new_schedule.load_state_dict(schedule.state_dict())
+    for new, old in zip(new_optimizer.param_groups, optimizer.param_groups):
+        new["lr"] = old["lr"]
+    return split, new_optimizer, new_schedule, plan
 
 
 def _log_step(log, progress, step: int, optimizer, metrics: dict[str, float], images: int, seconds: float) -> None:
@@ -346,6 +414,8 @@ def load_run(run_dir: str | Path, which: str = FINAL) -> tuple[Experiment, Super
     experiment = experiment_from_dict(state["experiment"])
     data = prepare_data(experiment, run_dir)
     supernet = build_supernet(experiment, data.num_classes)
+    if state.get("split"):
+        supernet = SplitSupernet.from_parent(supernet, SplitPlan.from_dict(state["split"]))
     supernet.load_state_dict(state["model"])
     return experiment, supernet, data, state
 

@@ -1,0 +1,74 @@
+"""Constant training cost on Fashion-MNIST: wall time to obtain K = 1, 5, 10 deployable models
+from one supernet run (train once, select K subnets with evolution, recalibrate and evaluate
+each) against K individually trained FixMatch models (one timed, multiplied by K), with the
+accuracy of each route.
+
+Usage: python bench/fmnist_training_cost.py [--quick] [--seeds 0]
+
+Training times are the median step time of each run (metrics.jsonl) times its steps, so a
+momentary slowdown of the machine does not bias one side. The individual model is the 50%-budget
+architecture of bench/fmnist_accuracy_vs_flops.py (trained here if that script has not run).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+from fmnist_accuracy_vs_flops import picked_configs, single_runs
+from suite import Evaluator, ensure_run, parse_mode, run_path, write_results
+
+from matchnas.search.run import build_context
+from matchnas.search.strategies import run_strategy
+
+KS = (1, 5, 10)
+
+
+def training_seconds(run_dir) -> float:
+    steps = [json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return statistics.median(steps) * len(steps)
+
+
+def main() -> None:
+    _, mode = parse_mode(__doc__.splitlines()[0])
+    seed = mode.seeds[0]
+    quick = mode.name == "quick"
+    supernet_run = ensure_run("supernet-full", ["train.loss=full"], mode, seed)
+    middle = picked_configs(supernet_run, quick)[1]
+    single_top1 = single_runs(middle, mode, seed)["fm"]
+    single_seconds = training_seconds(run_path(f"single-{middle.id}-fm", mode, seed))
+    supernet_seconds = training_seconds(supernet_run)
+
+    evaluator = Evaluator(supernet_run)
+    rows = []
+    for k in KS:
+        ctx, _, _ = build_context(supernet_run, "flops", options={"population": 16 if quick else 30,
+                                                                  "generations": 5 if quick else 10})
+        low, high = ctx.metric(ctx.space.min()), ctx.metric(ctx.space.max())
+        budgets = [low + (i + 1) / (k + 1) * (high - low) for i in range(k)]
+        began = time.perf_counter()
+        picks = [p.config for p in run_strategy("evolution", ctx, budgets).picks]
+        accuracies = [evaluator.top1(c) for c in picks]  # recalibrate + test: what deploying each costs
+        select_seconds = time.perf_counter() - began
+        rows.append({"k": k, "supernet_route_s": supernet_seconds + select_seconds, "select_s": select_seconds,
+                     "individual_route_s": k * single_seconds, "supernet_top1": accuracies,
+                     "budgets": budgets, "distinct_picks": len(set(picks))})
+
+    lines = [f"| K | one supernet + selection (s) | K FixMatch models (s) | ratio | mean top-1 of the K picks % |",
+             "|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['k']} | {r['supernet_route_s']:.0f} | {r['individual_route_s']:.0f} | "
+                     f"{r['individual_route_s'] / r['supernet_route_s']:.2f} | {100 * sum(r['supernet_top1']) / r['k']:.1f} |")
+    table = "\n".join(lines) + (
+        f"\n\nsupernet training {supernet_seconds:.0f} s ({mode.steps} steps); one FixMatch model "
+        f"({middle.id}, the 50% budget) {single_seconds:.0f} s, test top-1 {100 * single_top1:.1f}%")
+    print(table)
+    path = write_results("fmnist_training_cost", mode, {"rows": rows, "single_config": middle.to_dict(),
+                                                       "single_fm_top1": single_top1, "single_seconds": single_seconds,
+                                                       "supernet_seconds": supernet_seconds, "table": table})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

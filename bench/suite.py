@@ -1,0 +1,211 @@
+"""The Fashion-MNIST benchmark protocol shared by the ``bench/fmnist_*.py`` scripts (issue 6).
+
+Protocol: Fashion-MNIST at 32 px, the Lite0 space, 40 labels per class (400 labelled images), 20
+more labelled images per class as a validation split (used only where a method needs one: the
+baselines' step count, evolution, random-plus-validation), the rest of the 60k training images
+unlabelled, the 10k test set. Batch 32 labelled + 32 unlabelled, lr 0.01, the same number of
+steps for every method.
+
+Runs are cached: ``ensure_run(name, overrides, mode, seed)`` trains ``bench/runs/<mode>/<name>-s<seed>``
+once (resuming it if a previous invocation was interrupted) and every script that needs the same
+run reuses it; results go to ``bench/results/*.json`` and plots to ``docs/img/*.png``.
+``--quick`` runs fewer steps (see MODES) so a script finishes in minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from matchnas.errors import MatchnasError
+from matchnas.experiment import Experiment, experiment_from_dict, load_experiment
+from matchnas.io import atomic_write_text
+from matchnas.space import SubnetConfig
+from matchnas.train.checkpoint import LATEST
+from matchnas.train.evaluate import accuracy, calibrated_subnet
+from matchnas.train.loop import RunData, load_run, resume, train
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "bench" / "runs"
+RESULTS = ROOT / "bench" / "results"
+IMAGES = ROOT / "docs" / "img"
+
+PROTOCOL = [
+    "data.source=fashion-mnist",
+    "data.image_size=32",
+    "data.labels_per_class=40",
+    "data.val_per_class=20",
+    "model.backbone=efficientnet-lite0",
+    "train.batch_size=32",
+    "train.unlabeled_ratio=1",
+    "train.lr=0.01",
+    "train.checkpoint_every=100",
+]
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    steps: int
+    seeds: tuple[int, ...]
+
+
+MODES = {"quick": Mode("quick", 150, (0,)), "full": Mode("full", 1000, (0, 1))}
+
+
+def parse_mode(description: str, extra=None) -> tuple[argparse.Namespace, Mode]:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=f"{MODES['quick'].steps} steps, one seed (minutes)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the mode's seeds")
+    if extra:
+        extra(parser)
+    args = parser.parse_args()
+    mode = MODES["quick" if args.quick else "full"]
+    if args.seeds:
+        mode = Mode(mode.name, mode.steps, tuple(args.seeds))
+    return args, mode
+
+
+def experiment_for(overrides: list[str], mode: Mode, seed: int) -> Experiment:
+    return load_experiment(None, [*PROTOCOL, f"train.steps={mode.steps}", f"train.seed={seed}", *overrides])
+
+
+def run_path(name: str, mode: Mode, seed: int) -> Path:
+    return RUNS / mode.name / f"{name}-s{seed}"
+
+
+def ensure_run(name: str, overrides: list[str], mode: Mode, seed: int) -> Path:
+    """Train (or finish) the cached run ``name`` for ``seed``; returns its directory. A cached run
+    made with different settings is an error, not silently reused."""
+    experiment = experiment_for(overrides, mode, seed)
+    run_dir = run_path(name, mode, seed)
+    saved = run_dir / "experiment.yaml"
+    if saved.exists():
+        if experiment_from_dict(yaml.safe_load(saved.read_text())).to_dict() != experiment.to_dict():
+            raise MatchnasError(f"{run_dir} was trained with other settings: delete it to retrain")
+        if (run_dir / "eval.json").exists():
+            return run_dir
+        if (run_dir / LATEST).exists():
+            print(f"resuming {run_dir}", flush=True)
+            resume(run_dir)
+            return run_dir
+        raise MatchnasError(f"{run_dir} has no checkpoint: delete it to retrain")
+    print(f"training {run_dir}", flush=True)
+    train(experiment, run_dir)
+    return run_dir
+
+
+def eval_results(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "eval.json").read_text())
+
+
+def train_seconds(run_dir: Path) -> float:
+    """Wall time of the run's training steps (from metrics.jsonl; evaluation excluded)."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return sum(json.loads(line)["seconds"] for line in lines if line.strip())
+
+
+def final_metrics(run_dir: Path, last: int = 50) -> dict[str, float]:
+    """Means of the last ``last`` logged steps' metrics (mask rate, pseudo-label accuracy)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()][-last:]
+    keys = {k for r in rows for k in r} - {"step", "lr", "seconds", "images_per_s"}
+    return {k: sum(r[k] for r in rows if k in r) / max(1, sum(k in r for r in rows)) for k in sorted(keys)}
+
+
+class Evaluator:
+    """Test and validation top-1 of configs of one trained run (BN recalibrated per config)."""
+
+    def __init__(self, run_dir: Path):
+        self.experiment, self.supernet, self.data, self.state = load_run(run_dir)
+        self.supernet.eval()
+        self._pool = torch.cat([self.data.sets.labeled.images, self.data.sets.unlabeled.images])
+        self._cache: dict[tuple[SubnetConfig, str], float] = {}
+
+    @property
+    def run_data(self) -> RunData:
+        return self.data
+
+    def top1(self, config: SubnetConfig, split: str = "test") -> float:
+        key = (config, split)
+        if key not in self._cache:
+            t = self.experiment.train
+            held_out = self.data.source.test if split == "test" else self.data.sets.val
+            net = calibrated_subnet(self.supernet, config, self._pool, t.recalibration_images, t.seed, self.data.flip)
+            self._cache[key] = accuracy(net, held_out, config.resolution)
+        return self._cache[key]
+
+
+def write_results(script: str, mode: Mode, body: dict) -> Path:
+    path = RESULTS / f"{script}-{mode.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"script": script, "mode": mode.name, "steps": mode.steps,
+                                        "seeds": list(mode.seeds), **body}, indent=1))
+    return path
+
+
+def plot_path(script: str, mode: Mode) -> Path:
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    return IMAGES / f"{script}-{mode.name}.png"
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean ± half-range`` in percent (``mean`` alone for one value)."""
+    mean = 100 * sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {100 * (max(values) - min(values)) / 2:.1f}"
+
+
+class Stopwatch:
+    def __enter__(self):
+        self.began = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.began
+
+
+def supernet_top1(name: str, overrides: list[str], mode: Mode, seed: int) -> dict[str, float]:
+    """Test top-1 of a supernet run's maxnet and minnet (trained if not cached)."""
+    result = eval_results(ensure_run(name, overrides, mode, seed))
+    return {"max": result["max"], "min": result["min"]}
+
+
+def report_max_min(script: str, mode: Mode, title: str, rows: dict[str, dict[str, list[float]]],
+                   extra: dict | None = None) -> str:
+    """Print and return a Markdown table of maxnet/minnet top-1 per row (mean ± half-range over
+    seeds), draw it as bars with one dot per seed, and write the JSON results."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = [f"| {title} ({mode.steps} steps, seeds {list(mode.seeds)}) | maxnet top-1 % | minnet top-1 % |",
+             "|---|---:|---:|"]
+    lines += [f"| {label} | {mean_std(r['max'])} | {mean_std(r['min'])} |" for label, r in rows.items()]
+    table = "\n".join(lines)
+    print(table)
+    fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2, 3.5))
+    for offset, net in ((-0.2, "max"), (0.2, "min")):
+        means = [100 * sum(r[net]) / len(r[net]) for r in rows.values()]
+        ax.bar([i + offset for i in range(len(rows))], means, width=0.4, label=f"{net}net")
+        for i, r in enumerate(rows.values()):
+            ax.scatter([i + offset] * len(r[net]), [100 * v for v in r[net]], color="k", s=8, zorder=3)
+    ax.set_xticks(range(len(rows)), list(rows), rotation=15, fontsize=8)
+    low = min(100 * v for r in rows.values() for values in r.values() for v in values)
+    ax.set_ylim(max(0, low - 5), None)
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(f"{title}: Fashion-MNIST, 40 labels/class, {mode.steps} steps", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(plot_path(script, mode), dpi=120)
+    plt.close(fig)
+    path = write_results(script, mode, {"top1": rows, "table": table, **(extra or {})})
+    print(f"wrote {path} and {plot_path(script, mode)}")
+    return table

@@ -1,0 +1,305 @@
+"""Few-shot supernets split by gradient matching (GM-NAS; METHOD.md, "Few-shot splitting by
+gradient matching").
+
+An *edge* is one choice of the network every subnet makes: the depthwise kernel size or the
+expansion ratio of a stage's first block (always active, so every config has a value there; in a
+``per_block: false`` stage it is the stage's one choice). After a warm-up of the one-shot
+supernet, the gradient-matching score of two choices of an edge is the cosine similarity of the
+gradients the shared weights receive from subnets that differ only in that choice, each gradient
+averaged over a few batches. The choices are then partitioned into groups that maximise the
+within-group similarity (a minimum cut of the similarity graph, found by enumeration: an edge has
+at most a handful of choices), and each group of each split edge becomes a sub-supernet
+initialised from the parent. A config is served by the sub-supernet whose groups contain its
+choices (:class:`SplitSupernet`); training continues round-robin over the sub-supernets, each
+with its own sandwich drawn from its part of the space (:meth:`SplitPlan.subspace`).
+
+``method="random"`` is the paper's control: random edges, random partitions, no gradients.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from matchnas.errors import MatchnasError
+from matchnas.nn import Supernet
+from matchnas.space import SearchSpace, SubnetConfig
+
+DIMENSIONS = ("kernel", "expand")
+
+
+@dataclass(frozen=True)
+class Edge:
+    """The ``dimension`` ("kernel" or "expand") choice of the first block of stage ``stage``."""
+
+    stage: int
+    dimension: str
+
+    def choices(self, space: SearchSpace) -> tuple:
+        s = space.stages[self.stage]
+        return (s.kernels if self.dimension == "kernel" else s.expands)[0]
+
+    def value(self, config: SubnetConfig) -> Any:
+        s = config.stages[self.stage]
+        return (s.kernel if self.dimension == "kernel" else s.expand)[0]
+
+    def with_value(self, space: SearchSpace, config: SubnetConfig, value: Any) -> SubnetConfig:
+        """``config`` with this edge set to ``value`` (the whole stage in a per_block: false stage)."""
+        s = config.stages[self.stage]
+        n = s.depth if not space.stages[self.stage].per_block else 1
+        old = s.kernel if self.dimension == "kernel" else s.expand
+        new = (value,) * n + old[n:]
+        stage = dataclasses.replace(s, **{self.dimension: new})
+        stages = config.stages[: self.stage] + (stage,) + config.stages[self.stage + 1 :]
+        return dataclasses.replace(config, stages=stages)
+
+    def __str__(self) -> str:
+        return f"stage {self.stage} {self.dimension}"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """How one edge's choices are grouped; ``groups[g]`` is a tuple of choices."""
+
+    edge: Edge
+    groups: tuple[tuple, ...]
+
+    def group_of(self, value: Any) -> int:
+        for g, group in enumerate(self.groups):
+            if value in group:
+                return g
+        raise MatchnasError(f"{self.edge} choice {value!r} is in no group of the split {self.groups}")
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """The split of a run: one partition per split edge. Sub-supernet ``i`` holds, for each edge,
+    the group given by ``i``'s mixed-radix digits (first edge most significant)."""
+
+    method: str
+    step: int  # the training step at which the parent was split
+    partitions: tuple[Partition, ...]
+    scores: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)  # for the record
+
+    @property
+    def num_parts(self) -> int:
+        return math.prod(len(p.groups) for p in self.partitions)
+
+    def part_of(self, config: SubnetConfig) -> int:
+        index = 0
+        for p in self.partitions:
+            index = index * len(p.groups) + p.group_of(p.edge.value(config))
+        return index
+
+    def groups_of_part(self, part: int) -> list[int]:
+        digits = []
+        for p in reversed(self.partitions):
+            part, g = divmod(part, len(p.groups))
+            digits.append(g)
+        return digits[::-1]
+
+    def subspace(self, space: SearchSpace, part: int) -> SearchSpace:
+        """The configs sub-supernet ``part`` serves, as a search space (sample/max/min work)."""
+        stages = list(space.stages)
+        for p, g in zip(self.partitions, self.groups_of_part(part)):
+            s = stages[p.edge.stage]
+            allowed = tuple(c for c in p.edge.choices(space) if c in p.groups[g])
+            field_name = "kernels" if p.edge.dimension == "kernel" else "expands"
+            old = getattr(s, field_name)
+            new = (allowed,) + (old[1:] if s.per_block else (allowed,) * (len(old) - 1))
+            stages[p.edge.stage] = dataclasses.replace(s, **{field_name: new})
+        return dataclasses.replace(space, stages=tuple(stages))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "step": self.step,
+            "partitions": [
+                {"stage": p.edge.stage, "dimension": p.edge.dimension, "groups": [list(g) for g in p.groups]}
+                for p in self.partitions
+            ],
+            "scores": self.scores,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SplitPlan:
+        partitions = tuple(
+            Partition(Edge(int(p["stage"]), str(p["dimension"])), tuple(tuple(g) for g in p["groups"]))
+            for p in data["partitions"]
+        )
+        return cls(str(data["method"]), int(data["step"]), partitions, dict(data.get("scores", {})))
+
+
+class SplitSupernet(nn.Module):
+    """Sub-supernets behind the supernet interface: ``forward(x, config)`` and ``extract(config)``
+    go to the part that serves ``config``; ``space`` is the whole space."""
+
+    def __init__(self, parts: list[Supernet], plan: SplitPlan):
+        super().__init__()
+        if len(parts) != plan.num_parts:
+            raise MatchnasError(f"the split has {plan.num_parts} parts but {len(parts)} sub-supernets were given")
+        self.parts = nn.ModuleList(parts)
+        self.plan = plan
+        self.space = parts[0].space
+        self.num_classes = parts[0].num_classes
+        self.in_chans = parts[0].in_chans
+
+    @classmethod
+    def from_parent(cls, parent: Supernet, plan: SplitPlan) -> SplitSupernet:
+        return cls([copy.deepcopy(parent) for _ in range(plan.num_parts)], plan)
+
+    @property
+    def dropout(self) -> nn.Dropout:
+        return self.parts[0].dropout
+
+    def part(self, config: SubnetConfig) -> Supernet:
+        return self.parts[self.plan.part_of(config)]
+
+    def forward(self, x: torch.Tensor, config: SubnetConfig) -> torch.Tensor:
+        return self.part(config)(x, config)
+
+    def extract(self, config: SubnetConfig):
+        return self.part(config).extract(config)
+
+
+def candidate_edges(space: SearchSpace, dimension: str, groups: int) -> list[Edge]:
+    """Edges of ``dimension`` with at least ``groups`` choices, in stage order."""
+    if dimension not in DIMENSIONS:
+        raise MatchnasError(f"split.dimension must be one of {', '.join(DIMENSIONS)}, got {dimension!r}")
+    return [e for e in (Edge(i, dimension) for i in range(len(space.stages))) if len(e.choices(space)) >= groups]
+
+
+def set_partitions(items: tuple, groups: int) -> Iterator[tuple[tuple, ...]]:
+    """Every partition of ``items`` into ``groups`` non-empty groups, each once."""
+    for labels in itertools.product(range(groups), repeat=len(items)):
+        # canonical labelling: group g first appears before group g + 1
+        firsts = [labels.index(g) if g in labels else None for g in range(groups)]
+        if None in firsts or firsts != sorted(firsts):
+            continue
+        yield tuple(tuple(x for x, label in zip(items, labels) if label == g) for g in range(groups))
+
+
+def best_partition(similarity: np.ndarray, choices: tuple, groups: int) -> tuple[tuple[tuple, ...], float]:
+    """The partition of ``choices`` maximising the summed within-group similarity (equivalently,
+    the minimum cut of the similarity graph) and the mean similarity across its groups."""
+    index = {c: i for i, c in enumerate(choices)}
+    best, best_within, best_across = None, -math.inf, 0.0
+    for partition in set_partitions(choices, groups):
+        within = sum(similarity[index[a], index[b]] for g in partition for a, b in itertools.combinations(g, 2))
+        across = [similarity[index[a], index[b]] for g, h in itertools.combinations(partition, 2) for a in g for b in h]
+        if within > best_within + 1e-12:
+            best, best_within, best_across = partition, within, float(np.mean(across))
+    return best, best_across
+
+
+def gradient_matching(
+    supernet: nn.Module,
+    space: SearchSpace,
+    edge: Edge,
+    batches: list[Any],
+    gradient_of: Callable[[nn.Module, SubnetConfig, Any], None],
+    seed: int,
+) -> np.ndarray:
+    """Cosine similarity between the choices of ``edge``: for each batch a random config is drawn
+    and every choice of the edge is put into it, so the gradients compared differ only in that
+    choice; each choice's gradient over all shared weights is averaged over the batches.
+    ``gradient_of(model, config, batch)`` must leave the gradients of one subnet's loss in
+    ``model``'s parameters."""
+    choices = edge.choices(space)
+    params = [p for p in supernet.parameters() if p.requires_grad]
+    sums = [torch.zeros(sum(p.numel() for p in params), dtype=torch.float64) for _ in choices]
+    rng = np.random.default_rng([seed, edge.stage, DIMENSIONS.index(edge.dimension), 0x6D])
+    for batch in batches:
+        base = space.sample(rng)
+        for c, choice in enumerate(choices):
+            for p in params:
+                p.grad = None
+            gradient_of(supernet, edge.with_value(space, base, choice), batch)
+            sums[c] += torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).double() for p in params])
+    for p in params:
+        p.grad = None
+    stacked = torch.stack(sums)
+    unit = stacked / stacked.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    return (unit @ unit.T).numpy()
+
+
+def plan_split(
+    method: str,
+    supernet: Supernet,
+    edges: int,
+    dimension: str,
+    groups: int,
+    step: int,
+    seed: int,
+    batches: list[Any],
+    gradient_of: Callable[[nn.Module, SubnetConfig, Any], None],
+) -> SplitPlan:
+    """Choose the edges and their partitions. ``gm``: score every candidate edge and split the
+    ``edges`` edges whose best partition leaves the least similarity across groups (the choices
+    that disagree most stop sharing weights); ``random``: random edges and random partitions."""
+    space = supernet.space
+    candidates = candidate_edges(space, dimension, groups)
+    if len(candidates) < edges:
+        raise MatchnasError(
+            f"split.edges={edges} but the space has only {len(candidates)} stages whose first block has "
+            f"at least {groups} {dimension} choices"
+        )
+    if method == "random":
+        rng = np.random.default_rng([seed, 0x5B1])
+        chosen = sorted((candidates[int(i)] for i in rng.choice(len(candidates), size=edges, replace=False)),
+                        key=lambda e: e.stage)
+        partitions = []
+        for edge in chosen:
+            options = list(set_partitions(edge.choices(space), groups))
+            partitions.append(Partition(edge, options[int(rng.integers(len(options)))]))
+        return SplitPlan("random", step, tuple(partitions))
+    if method != "gm":
+        raise MatchnasError(f"split.method must be one of none, gm, random, got {method!r}")
+    scored = []
+    scores: dict[str, Any] = {}
+    scratch = copy.deepcopy(supernet)  # the scoring passes must not move the run's BN statistics
+    scratch.train()
+    for edge in candidates:
+        similarity = gradient_matching(scratch, space, edge, batches, gradient_of, seed)
+        partition, across = best_partition(similarity, edge.choices(space), groups)
+        scored.append((across, edge.stage, Partition(edge, partition)))
+        scores[str(edge)] = {"choices": list(edge.choices(space)), "similarity": similarity.round(4).tolist(),
+                             "best_groups": [list(g) for g in partition], "across_similarity": round(across, 4)}
+    chosen = sorted(sorted(scored, key=lambda s: s[:2])[:edges], key=lambda s: s[1])
+    return SplitPlan("gm", step, tuple(p for _, _, p in chosen), scores)
+
+
+def restrict_pool(pool: tuple[SubnetConfig, ...] | None, plan: SplitPlan, part: int) -> tuple[SubnetConfig, ...] | None:
+    """The narrowed pool's configs that ``part`` serves (None when there is no pool or none)."""
+    if not pool:
+        return None
+    mine = tuple(c for c in pool if plan.part_of(c) == part)
+    return mine or None
+
+
+def copy_momentum(optimizer: torch.optim.Optimizer, old_state: dict, split: SplitSupernet) -> None:
+    """Start every sub-supernet's momentum from the parent's (``old_state``: the parent's
+    optimizer state keyed by parameter name)."""
+    for part in split.parts:
+        for name, p in part.named_parameters():
+            if name in old_state:
+                optimizer.state[p] = {k: v.clone() if torch.is_tensor(v) else v for k, v in old_state[name].items()}
+
+
+def momentum_by_name(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, dict]:
+    return {name: optimizer.state[p] for name, p in model.named_parameters() if p in optimizer.state}
+
+
+def part_schedule(plan: SplitPlan, step: int) -> int:
+    """The sub-supernet that trains at ``step`` (round-robin from the split step)."""
+    return (step - plan.step) % plan.num_parts
+
