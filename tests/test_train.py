@@ -217,11 +217,14 @@ def test_split_run_resumes_to_the_same_weights(split_run, tmp_path, monkeypatch,
     assert _metrics(split_run) == _metrics(run)
 
 
-def test_eval_and_search_work_on_a_split_run(split_run, capsys):
+def test_eval_search_and_export_work_on_a_split_run(split_run, tmp_path, capsys):
     assert main(["eval", str(split_run), "--subnet", "max"]) == 0
     assert "top-1" in capsys.readouterr().out
     assert main(["search", str(split_run), "--budgets", "3M,100M", "--strategy", "fixed"]) == 0
     assert (split_run / "selections.json").is_file()
+    assert main(["export", str(split_run), "--subnet", "min", "--out", str(tmp_path / "bundle")]) == 0
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert [m["files"]["onnx"]["parity"]["max_abs_logit_diff"] < 1e-3 for m in manifest["models"]] == [True]
 
 
 def test_split_needs_a_supernet(capsys, tmp_path):
