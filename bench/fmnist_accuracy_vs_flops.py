@@ -15,7 +15,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from suite import RUNS, Evaluator, ensure_run, eval_results, parse_mode, plot_path, write_results  # noqa: E402
+from suite import RUNS, Evaluator, ensure_run, eval_results, parse_mode, per_seed, plot_path, write_results  # noqa: E402
 
 from matchnas import cost  # noqa: E402
 from matchnas.io import atomic_write_text  # noqa: E402
@@ -49,16 +49,21 @@ def single_runs(config, mode, seed: int) -> dict[str, float]:
 def main() -> None:
     _, mode = parse_mode(__doc__.splitlines()[0])
     points = []  # one row per (seed, architecture)
-    for seed in mode.seeds:
+    def one_seed(seed: int) -> list[dict]:
         run_dir = ensure_run("supernet-full", ["train.loss=full"], mode, seed)
         evaluator = Evaluator(run_dir)
         space, classes = evaluator.supernet.space, evaluator.supernet.num_classes
         configs = [space.min(), *picked_configs(run_dir, mode.name == "quick"), space.max()]
+        rows = []
         for config in dict.fromkeys(configs):
             singles = single_runs(config, mode, seed)
-            points.append({"seed": seed, "config_id": config.id, "config": config.to_dict(),
-                           "mflops": cost.flops(space, config, classes, evaluator.supernet.in_chans) / 1e6,
-                           "supernet": evaluator.top1(config), "single_sup": singles["sup"], "single_fm": singles["fm"]})
+            rows.append({"seed": seed, "config_id": config.id, "config": config.to_dict(),
+                         "mflops": cost.flops(space, config, classes, evaluator.supernet.in_chans) / 1e6,
+                         "supernet": evaluator.top1(config), "single_sup": singles["sup"], "single_fm": singles["fm"]})
+        return {"points": rows}
+
+    for seed in mode.seeds:
+        points += per_seed("fmnist_accuracy_vs_flops", mode, seed, lambda: one_seed(seed))["points"]
 
     lines = [f"| MFLOPs | config | supernet pick % | single, labels only % | single, FixMatch % | seed |",
              "|---:|---|---:|---:|---:|---:|"]

@@ -20,7 +20,7 @@ from scipy import stats
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from fmnist_selection import FRACTIONS  # noqa: E402
-from suite import RUNS, Evaluator, ensure_run, eval_results, parse_mode, plot_path, write_results  # noqa: E402
+from suite import RUNS, Evaluator, ensure_run, eval_results, parse_mode, per_seed, plot_path, write_results  # noqa: E402
 
 from matchnas import cost  # noqa: E402
 from matchnas.io import atomic_write_text  # noqa: E402
@@ -60,11 +60,12 @@ def main() -> None:
         "random split": (f"supernet-full-random{args.edges}{args.dimension}", ["train.loss=full", "split.method=random", *split]),
     }
     results = {label: [] for label in variants}
-    for seed in mode.seeds:
+    def one_seed(seed: int) -> dict:
         runs = {label: ensure_run(name, overrides, mode, seed) for label, (name, overrides) in variants.items()}
         space = Evaluator(runs["one-shot"]).supernet.space
         configs = ranking_configs(space, seed)
         truth = [standalone_top1(c, mode, seed) for c in configs]
+        out = {}
         for label, run_dir in runs.items():
             evaluator = Evaluator(run_dir)
             inherited = [evaluator.top1(c) for c in configs]
@@ -73,14 +74,19 @@ def main() -> None:
             low, high = ctx.metric(ctx.space.min()), ctx.metric(ctx.space.max())
             picks = run_strategy("evolution", ctx, [low + f * (high - low) for f in FRACTIONS]).picks
             plan = json.loads((run_dir / "fewshot.json").read_text()) if (run_dir / "fewshot.json").is_file() else None
-            results[label].append({
+            out[label] = {
                 "seed": seed, "eval": eval_results(run_dir), "inherited": inherited, "standalone": truth,
                 "kendall_tau": float(stats.kendalltau(inherited, truth).statistic),
                 "picks": [{"budget": p.budget, "cost": p.cost, "test_top1": evaluator.top1(p.config)} for p in picks],
                 "split": {k: v for k, v in (plan or {}).items() if k != "scores"} or None,
                 "gm_scores": (plan or {}).get("scores"),
                 "mflops": [cost.flops(space, c, evaluator.supernet.num_classes, evaluator.supernet.in_chans) / 1e6 for c in configs],
-            })
+            }
+        return out
+
+    for seed in mode.seeds:
+        for label, row in per_seed(f"gm_split-{args.edges}{args.dimension}", mode, seed, lambda: one_seed(seed)).items():
+            results[label].append(row)
 
     budgets = [p["budget"] for p in results["one-shot"][0]["picks"]]
     lines = ["| supernet | Kendall tau (inherited vs standalone) | maxnet % | minnet % | "

@@ -209,3 +209,15 @@ def report_max_min(script: str, mode: Mode, title: str, rows: dict[str, dict[str
     path = write_results(script, mode, {"top1": rows, "table": table, **(extra or {})})
     print(f"wrote {path} and {plot_path(script, mode)}")
     return table
+
+
+def per_seed(script: str, mode: Mode, seed: int, compute) -> dict:
+    """``compute()``'s JSON result for one seed, cached under the runs folder, so that a script
+    re-run with more seeds (or after an interruption) only computes what is missing."""
+    path = RUNS / mode.name / "per-seed" / f"{script}-s{seed}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result))
+    return result
