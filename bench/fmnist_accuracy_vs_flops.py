@@ -14,13 +14,22 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from suite import RUNS, Evaluator, ensure_run, eval_results, parse_mode, per_seed, plot_path, write_results  # noqa: E402
+import matplotlib.pyplot as plt
+from suite import (
+    RUNS,
+    Evaluator,
+    ensure_run,
+    eval_results,
+    parse_mode,
+    per_seed,
+    plot_path,
+    write_results,
+)
 
-from matchnas import cost  # noqa: E402
-from matchnas.io import atomic_write_text  # noqa: E402
-from matchnas.search.run import build_context  # noqa: E402
-from matchnas.search.strategies import run_strategy  # noqa: E402
+from matchnas import cost
+from matchnas.io import atomic_write_text
+from matchnas.search.run import build_context
+from matchnas.search.strategies import run_strategy
 
 FRACTIONS = (0.3, 0.5, 0.7)
 
@@ -63,9 +72,9 @@ def main() -> None:
         return {"points": rows}
 
     for seed in mode.seeds:
-        points += per_seed("fmnist_accuracy_vs_flops", mode, seed, lambda: one_seed(seed))["points"]
+        points += per_seed("fmnist_accuracy_vs_flops", mode, seed, lambda seed=seed: one_seed(seed))["points"]
 
-    lines = [f"| MFLOPs | config | supernet pick % | single, labels only % | single, FixMatch % | seed |",
+    lines = ["| MFLOPs | config | supernet pick % | single, labels only % | single, FixMatch % | seed |",
              "|---:|---|---:|---:|---:|---:|"]
     for p in sorted(points, key=lambda p: (p["mflops"], p["seed"])):
         lines.append(f"| {p['mflops']:.2f} | {p['config_id']} | {100 * p['supernet']:.1f} | "

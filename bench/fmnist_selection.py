@@ -21,12 +21,12 @@ import numpy as np
 from scipy import stats
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from suite import Evaluator, ensure_run, parse_mode, per_seed, plot_path, write_results  # noqa: E402
+import matplotlib.pyplot as plt
+from suite import Evaluator, ensure_run, parse_mode, per_seed, plot_path, write_results
 
-from matchnas.search.budgets import format_cost  # noqa: E402
-from matchnas.search.run import build_context  # noqa: E402
-from matchnas.search.strategies import run_strategy  # noqa: E402
+from matchnas.search.budgets import format_cost
+from matchnas.search.run import build_context
+from matchnas.search.strategies import run_strategy
 
 FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -87,7 +87,7 @@ def main() -> None:
         return out
 
     for seed in mode.seeds:
-        for name, row in per_seed("fmnist_selection", mode, seed, lambda: one_seed(seed)).items():
+        for name, row in per_seed("fmnist_selection", mode, seed, lambda seed=seed: one_seed(seed)).items():
             results[name].append(row)
 
     budgets = [p["budget"] for p in results["fixed"][0]["picks"]]

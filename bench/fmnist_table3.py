@@ -11,7 +11,16 @@ validation split), so that the comparison is not won against an overfitted basel
 
 from __future__ import annotations
 
-from suite import Evaluator, ensure_run, eval_results, final_metrics, parse_mode, report_max_min, run_path, supernet_top1
+from suite import (
+    Evaluator,
+    ensure_run,
+    eval_results,
+    final_metrics,
+    parse_mode,
+    report_max_min,
+    run_path,
+    supernet_top1,
+)
 
 LABELS = {"a": "(a) single, labels only", "b": "(b) single, FixMatch", "c": "(c) supernet, sup", "d": "(d) supernet, full"}
 

@@ -55,7 +55,7 @@ def main() -> None:
                      "individual_route_s": k * single_seconds, "supernet_top1": accuracies,
                      "budgets": budgets, "distinct_picks": len(set(picks))})
 
-    lines = [f"| K | one supernet + selection (s) | K FixMatch models (s) | ratio | mean top-1 of the K picks % |",
+    lines = ["| K | one supernet + selection (s) | K FixMatch models (s) | ratio | mean top-1 of the K picks % |",
              "|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['k']} | {r['supernet_route_s']:.0f} | {r['individual_route_s']:.0f} | "

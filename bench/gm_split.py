@@ -18,14 +18,23 @@ import numpy as np
 from scipy import stats
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from fmnist_selection import FRACTIONS  # noqa: E402
-from suite import RUNS, Evaluator, ensure_run, eval_results, parse_mode, per_seed, plot_path, write_results  # noqa: E402
+import matplotlib.pyplot as plt
+from fmnist_selection import FRACTIONS
+from suite import (
+    RUNS,
+    Evaluator,
+    ensure_run,
+    eval_results,
+    parse_mode,
+    per_seed,
+    plot_path,
+    write_results,
+)
 
-from matchnas import cost  # noqa: E402
-from matchnas.io import atomic_write_text  # noqa: E402
-from matchnas.search.run import build_context  # noqa: E402
-from matchnas.search.strategies import run_strategy  # noqa: E402
+from matchnas import cost
+from matchnas.io import atomic_write_text
+from matchnas.search.run import build_context
+from matchnas.search.strategies import run_strategy
 
 N_CONFIGS = 12
 
@@ -85,7 +94,7 @@ def main() -> None:
         return out
 
     for seed in mode.seeds:
-        for label, row in per_seed(f"gm_split-{args.edges}{args.dimension}", mode, seed, lambda: one_seed(seed)).items():
+        for label, row in per_seed(f"gm_split-{args.edges}{args.dimension}", mode, seed, lambda seed=seed: one_seed(seed)).items():
             results[label].append(row)
 
     budgets = [p["budget"] for p in results["one-shot"][0]["picks"]]

@@ -180,7 +180,7 @@ def test_split_run_trains_each_part_on_its_own_configs(split_run):
     rows = _metrics(split_run)
     assert [r.get("part") for r in rows] == [None, None, None, 0, 1, 2]
     index = json.loads(torch.load(split_run / FINAL, weights_only=True)["selection_index"])
-    experiment, supernet, _, _ = loop.load_run(split_run)
+    _, supernet, _, _ = loop.load_run(split_run)
     assert isinstance(supernet, SplitSupernet) and supernet.plan == plan
     trained_late = [r for r in index if r["score"] > 4 * (1 + 2 + 3)]  # sampled at steps 4-6 only
     for row in trained_late:
