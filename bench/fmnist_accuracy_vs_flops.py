@@ -45,7 +45,7 @@ def picked_configs(run_dir, quick: bool) -> list:
 
 def single_runs(config, mode, seed: int) -> dict[str, float]:
     """Train ``config`` alone with labels only and with FixMatch; test top-1 of each."""
-    path = RUNS / mode.name / "configs" / f"{config.id}.json"
+    path = RUNS / mode.folder / "configs" / f"{config.id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, config.to_json())
     out = {}

@@ -46,7 +46,7 @@ def ranking_configs(space, seed: int) -> list:
 
 
 def standalone_top1(config, mode, seed: int) -> float:
-    path = RUNS / mode.name / "configs" / f"{config.id}.json"
+    path = RUNS / mode.folder / "configs" / f"{config.id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, config.to_json())
     steps = mode.steps // 2

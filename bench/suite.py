@@ -9,7 +9,9 @@ steps for every method.
 Runs are cached: ``ensure_run(name, overrides, mode, seed)`` trains ``bench/runs/<mode>/<name>-s<seed>``
 once (resuming it if a previous invocation was interrupted) and every script that needs the same
 run reuses it; results go to ``bench/results/*.json`` and plots to ``docs/img/*.png``.
-``--quick`` runs fewer steps (see MODES) so a script finishes in minutes.
+``--quick`` runs fewer steps (see MODES) so a script finishes in minutes; ``--steps N`` and
+``--set key=value`` make a variant of the protocol with its own runs and results (e.g. what was
+tried to make a claim hold).
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ class Mode:
     name: str
     steps: int
     seeds: tuple[int, ...]
+    extra: tuple[str, ...] = ()  # --set overrides applied to every run (a variant of the protocol)
+
+    @property
+    def folder(self) -> str:
+        """``full``, ``quick``, or e.g. ``full+train.tau=0.8`` for a variant."""
+        return "+".join([self.name, *(e.replace("/", "_") for e in self.extra)])
 
 
 MODES = {"quick": Mode("quick", 150, (0,)), "full": Mode("full", 1000, (0, 1))}
@@ -63,21 +71,24 @@ def parse_mode(description: str, extra=None) -> tuple[argparse.Namespace, Mode]:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help=f"{MODES['quick'].steps} steps, one seed (minutes)")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the mode's seeds")
+    parser.add_argument("--steps", type=int, help="override the mode's steps (a variant: separate runs and results)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a protocol override for every run (a variant: separate runs and results)")
     if extra:
         extra(parser)
     args = parser.parse_args()
     mode = MODES["quick" if args.quick else "full"]
-    if args.seeds:
-        mode = Mode(mode.name, mode.steps, tuple(args.seeds))
+    extra = tuple(args.set) + ((f"train.steps={args.steps}",) if args.steps else ())
+    mode = Mode(mode.name, args.steps or mode.steps, tuple(args.seeds or mode.seeds), extra)
     return args, mode
 
 
 def experiment_for(overrides: list[str], mode: Mode, seed: int) -> Experiment:
-    return load_experiment(None, [*PROTOCOL, f"train.steps={mode.steps}", f"train.seed={seed}", *overrides])
+    return load_experiment(None, [*PROTOCOL, f"train.steps={mode.steps}", f"train.seed={seed}", *mode.extra, *overrides])
 
 
 def run_path(name: str, mode: Mode, seed: int) -> Path:
-    return RUNS / mode.name / f"{name}-s{seed}"
+    return RUNS / mode.folder / f"{name}-s{seed}"
 
 
 def ensure_run(name: str, overrides: list[str], mode: Mode, seed: int) -> Path:
@@ -142,16 +153,16 @@ class Evaluator:
 
 
 def write_results(script: str, mode: Mode, body: dict) -> Path:
-    path = RESULTS / f"{script}-{mode.name}.json"
+    path = RESULTS / f"{script}-{mode.folder}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"script": script, "mode": mode.name, "steps": mode.steps,
+    atomic_write_text(path, json.dumps({"script": script, "mode": mode.name, "overrides": list(mode.extra), "steps": mode.steps,
                                         "seeds": list(mode.seeds), **body}, indent=1))
     return path
 
 
 def plot_path(script: str, mode: Mode) -> Path:
     IMAGES.mkdir(parents=True, exist_ok=True)
-    return IMAGES / f"{script}-{mode.name}.png"
+    return IMAGES / f"{script}-{mode.folder}.png"
 
 
 def mean_std(values: list[float]) -> str:
@@ -214,7 +225,7 @@ def report_max_min(script: str, mode: Mode, title: str, rows: dict[str, dict[str
 def per_seed(script: str, mode: Mode, seed: int, compute) -> dict:
     """``compute()``'s JSON result for one seed, cached under the runs folder, so that a script
     re-run with more seeds (or after an interruption) only computes what is missing."""
-    path = RUNS / mode.name / "per-seed" / f"{script}-s{seed}.json"
+    path = RUNS / mode.folder / "per-seed" / f"{script}-s{seed}.json"
     if path.exists():
         return json.loads(path.read_text())
     result = compute()
