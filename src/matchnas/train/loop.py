@@ -347,11 +347,13 @@ def split_supernet(supernet: Supernet, optimizer, schedule, experiment: Experime
     """Plan the split on the warmed-up supernet, copy it into the sub-supernets, and carry the
     optimizer over (momentum per parameter, the current learning rate, the schedule's position).
 
-    The gradients are taken on whole global batches drawn past the run's last step, so every rank
-    of a distributed run computes the same plan without communicating."""
+    Each choice's gradient is that of the run's loss for one subnet (labelled + FixMatch with the
+    subnet's own pseudo-labels; distillation needs a teacher, so it is left out), taken on whole
+    global batches drawn past the run's last step: every rank of a distributed run computes the
+    same plan."""
     sp, t = experiment.split, experiment.train
-    scoring = LossSettings(settings.loss if settings.loss != "kd" else "sup", "self", settings.tau,
-                           settings.label_smoothing, settings.lambda_u, 0.0)
+    scoring = dataclasses.replace(settings, loss="sup" if settings.loss == "kd" else settings.loss,
+                                  pseudo_labels="self", lambda_kd=0.0)
     batches = [make_batch(data, experiment, t.steps + 1 + i, labelled, unlabelled,
                           Placement(device=next(supernet.parameters()).device)) for i in range(sp.batches)]
 
