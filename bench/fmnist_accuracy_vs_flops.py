@@ -43,8 +43,14 @@ def picked_configs(run_dir, quick: bool) -> list:
     return [p.config for p in result.picks]
 
 
-def single_runs(config, mode, seed: int) -> dict[str, float]:
-    """Train ``config`` alone with labels only and with FixMatch; test top-1 of each."""
+def single_runs(config, mode, seed: int, space=None) -> dict[str, float]:
+    """Train ``config`` alone with labels only and with FixMatch; test top-1 of each. The maxnet
+    and minnet reuse Table 3's runs (rows a and b), which train exactly these."""
+    named = {space.max(): "max", space.min(): "min"} if space is not None else {}
+    if config in named:
+        net = named[config]
+        return {loss: eval_results(ensure_run(f"single-{net}-{loss}", [f"train.single={net}", f"train.loss={loss}"],
+                                              mode, seed))["single"] for loss in ("sup", "fm")}
     path = RUNS / mode.folder / "configs" / f"{config.id}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, config.to_json())
@@ -65,7 +71,7 @@ def main() -> None:
         configs = [space.min(), *picked_configs(run_dir, mode.name == "quick"), space.max()]
         rows = []
         for config in dict.fromkeys(configs):
-            singles = single_runs(config, mode, seed)
+            singles = single_runs(config, mode, seed, space)
             rows.append({"seed": seed, "config_id": config.id, "config": config.to_dict(),
                          "mflops": cost.flops(space, config, classes, evaluator.supernet.in_chans) / 1e6,
                          "supernet": evaluator.top1(config), "single_sup": singles["sup"], "single_fm": singles["fm"]})
