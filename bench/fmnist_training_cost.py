@@ -17,7 +17,7 @@ import statistics
 import time
 
 from fmnist_accuracy_vs_flops import picked_configs, single_runs
-from suite import Evaluator, ensure_run, parse_mode, run_path, write_results
+from suite import Evaluator, ensure_run, parse_mode, plot_path, run_path, write_results
 
 from matchnas.search.run import build_context
 from matchnas.search.strategies import run_strategy
@@ -28,6 +28,25 @@ KS = (1, 5, 10)
 def training_seconds(run_dir) -> float:
     steps = [json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return statistics.median(steps) * len(steps)
+
+
+def plot(rows: list[dict], path, steps: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ks = [r["k"] for r in rows]
+    ax.plot(ks, [r["supernet_route_s"] / 60 for r in rows], marker="o", label="one supernet + selection")
+    ax.plot(ks, [r["individual_route_s"] / 60 for r in rows], marker="s", label="K FixMatch models")
+    ax.set_xlabel("deployable models K")
+    ax.set_ylabel("wall time (min)")
+    ax.set_title(f"Training cost, Fashion-MNIST, {steps} steps", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -67,7 +86,8 @@ def main() -> None:
     path = write_results("fmnist_training_cost", mode, {"rows": rows, "single_config": middle.to_dict(),
                                                        "single_fm_top1": single_top1, "single_seconds": single_seconds,
                                                        "supernet_seconds": supernet_seconds, "table": table})
-    print(f"wrote {path}")
+    plot(rows, plot_path("fmnist_training_cost", mode), mode.steps)
+    print(f"wrote {path} and {plot_path('fmnist_training_cost', mode)}")
 
 
 if __name__ == "__main__":
