@@ -16,10 +16,11 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from suite import (
-    RUNS,
     Evaluator,
+    config_file,
     ensure_run,
     eval_results,
+    evolution_picks,
     parse_mode,
     per_seed,
     plot_path,
@@ -27,20 +28,13 @@ from suite import (
 )
 
 from matchnas import cost
-from matchnas.io import atomic_write_text
-from matchnas.search.run import build_context
-from matchnas.search.strategies import run_strategy
 
 FRACTIONS = (0.3, 0.5, 0.7)
 
 
-def picked_configs(run_dir, quick: bool) -> list:
-    """Evolution's picks for the three budgets (cached in the run directory by config JSON)."""
-    ctx, _, _ = build_context(run_dir, "flops", options={"population": 16 if quick else 30,
-                                                         "generations": 5 if quick else 10})
-    low, high = ctx.metric(ctx.space.min()), ctx.metric(ctx.space.max())
-    result = run_strategy("evolution", ctx, [low + f * (high - low) for f in FRACTIONS])
-    return [p.config for p in result.picks]
+def picked_configs(run_dir, mode) -> list:
+    """Evolution's picks for the three budgets."""
+    return [p.config for p in evolution_picks(run_dir, mode, FRACTIONS)]
 
 
 def single_runs(config, mode, seed: int, space=None) -> dict[str, float]:
@@ -51,9 +45,7 @@ def single_runs(config, mode, seed: int, space=None) -> dict[str, float]:
         net = named[config]
         return {loss: eval_results(ensure_run(f"single-{net}-{loss}", [f"train.single={net}", f"train.loss={loss}"],
                                               mode, seed))["single"] for loss in ("sup", "fm")}
-    path = RUNS / mode.folder / "configs" / f"{config.id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, config.to_json())
+    path = config_file(config, mode)
     out = {}
     for loss in ("sup", "fm"):
         run = ensure_run(f"single-{config.id}-{loss}", [f"train.single={path}", f"train.loss={loss}"], mode, seed)
@@ -68,7 +60,7 @@ def main() -> None:
         run_dir = ensure_run("supernet-full", ["train.loss=full"], mode, seed)
         evaluator = Evaluator(run_dir)
         space, classes = evaluator.supernet.space, evaluator.supernet.num_classes
-        configs = [space.min(), *picked_configs(run_dir, mode.name == "quick"), space.max()]
+        configs = [space.min(), *picked_configs(run_dir, mode), space.max()]
         rows = []
         for config in dict.fromkeys(configs):
             singles = single_runs(config, mode, seed, space)

@@ -22,7 +22,16 @@ from scipy import stats
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from suite import Evaluator, ensure_run, parse_mode, per_seed, plot_path, write_results
+from suite import (
+    Evaluator,
+    ensure_run,
+    evolution_options,
+    fraction_budgets,
+    parse_mode,
+    per_seed,
+    plot_path,
+    write_results,
+)
 
 from matchnas.search.budgets import format_cost
 from matchnas.search.run import build_context
@@ -32,8 +41,7 @@ FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 def budgets_for(ctx) -> list[float]:
-    low, high = ctx.metric(ctx.space.min()), ctx.metric(ctx.space.max())
-    return [round(low + f * (high - low)) for f in FRACTIONS]
+    return [round(b) for b in fraction_budgets(ctx, FRACTIONS)]
 
 
 def best_proxy_on_validation(ctx, n: int = 20) -> tuple[str, float, dict[str, float]]:
@@ -69,7 +77,7 @@ def main() -> None:
     strategies = {
         "fixed": {},
         "zeroshot": {"candidates": 200 if quick else 500},
-        "evolution": {"population": 16 if quick else 30, "generations": 5 if quick else 10},
+        "evolution": evolution_options(mode),
         "random": {"samples": 8 if quick else 20},
     }
     results = {name: [] for name in strategies}

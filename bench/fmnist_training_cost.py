@@ -17,7 +17,16 @@ import statistics
 import time
 
 from fmnist_accuracy_vs_flops import picked_configs, single_runs
-from suite import Evaluator, ensure_run, parse_mode, plot_path, run_path, write_results
+from suite import (
+    Evaluator,
+    ensure_run,
+    evolution_options,
+    fraction_budgets,
+    parse_mode,
+    plot_path,
+    run_path,
+    write_results,
+)
 
 from matchnas.search.run import build_context
 from matchnas.search.strategies import run_strategy
@@ -52,9 +61,8 @@ def plot(rows: list[dict], path, steps: int) -> None:
 def main() -> None:
     _, mode = parse_mode(__doc__.splitlines()[0])
     seed = mode.seeds[0]
-    quick = mode.name == "quick"
     supernet_run = ensure_run("supernet-full", ["train.loss=full"], mode, seed)
-    middle = picked_configs(supernet_run, quick)[1]
+    middle = picked_configs(supernet_run, mode)[1]
     single_top1 = single_runs(middle, mode, seed)["fm"]
     single_seconds = training_seconds(run_path(f"single-{middle.id}-fm", mode, seed))
     supernet_seconds = training_seconds(supernet_run)
@@ -62,10 +70,9 @@ def main() -> None:
     evaluator = Evaluator(supernet_run)
     rows = []
     for k in KS:
-        ctx, _, _ = build_context(supernet_run, "flops", options={"population": 16 if quick else 30,
-                                                                  "generations": 5 if quick else 10})
-        low, high = ctx.metric(ctx.space.min()), ctx.metric(ctx.space.max())
-        budgets = [low + (i + 1) / (k + 1) * (high - low) for i in range(k)]
+        # a fresh context per K: its validation cache must not speed up the next K's search
+        ctx, _, _ = build_context(supernet_run, "flops", options=evolution_options(mode))
+        budgets = fraction_budgets(ctx, [(i + 1) / (k + 1) for i in range(k)])
         began = time.perf_counter()
         picks = [p.config for p in run_strategy("evolution", ctx, budgets).picks]
         accuracies = [evaluator.top1(c) for c in picks]  # recalibrate + test: what deploying each costs

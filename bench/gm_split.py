@@ -21,10 +21,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from fmnist_selection import FRACTIONS
 from suite import (
-    RUNS,
     Evaluator,
+    config_file,
     ensure_run,
     eval_results,
+    evolution_picks,
     parse_mode,
     per_seed,
     plot_path,
@@ -32,9 +33,6 @@ from suite import (
 )
 
 from matchnas import cost
-from matchnas.io import atomic_write_text
-from matchnas.search.run import build_context
-from matchnas.search.strategies import run_strategy
 
 N_CONFIGS = 12
 
@@ -46,9 +44,7 @@ def ranking_configs(space, seed: int) -> list:
 
 
 def standalone_top1(config, mode, seed: int) -> float:
-    path = RUNS / mode.folder / "configs" / f"{config.id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, config.to_json())
+    path = config_file(config, mode)
     steps = mode.steps // 2
     run = ensure_run(f"single-{config.id}-fm-{steps}steps",
                      [f"train.single={path}", "train.loss=fm", f"train.steps={steps}"], mode, seed)
@@ -61,7 +57,6 @@ def main() -> None:
         parser.add_argument("--dimension", default="expand")
 
     args, mode = parse_mode(__doc__.splitlines()[0], options)
-    quick = mode.name == "quick"
     split = [f"split.edges={args.edges}", f"split.dimension={args.dimension}"]
     variants = {
         "one-shot": ("supernet-full", ["train.loss=full"]),
@@ -78,10 +73,7 @@ def main() -> None:
         for label, run_dir in runs.items():
             evaluator = Evaluator(run_dir)
             inherited = [evaluator.top1(c) for c in configs]
-            ctx, _, _ = build_context(run_dir, "flops", options={"population": 16 if quick else 30,
-                                                                 "generations": 5 if quick else 10})
-            low, high = ctx.metric(ctx.space.min()), ctx.metric(ctx.space.max())
-            picks = run_strategy("evolution", ctx, [low + f * (high - low) for f in FRACTIONS]).picks
+            picks = evolution_picks(run_dir, mode, FRACTIONS)
             plan = json.loads((run_dir / "fewshot.json").read_text()) if (run_dir / "fewshot.json").is_file() else None
             out[label] = {
                 "seed": seed, "eval": eval_results(run_dir), "inherited": inherited, "standalone": truth,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from matchnas.io import atomic_write_text
 from matchnas.space import SubnetConfig
 from matchnas.train.checkpoint import LATEST
 from matchnas.train.evaluate import accuracy, calibrated_subnet
-from matchnas.train.loop import RunData, load_run, resume, train
+from matchnas.train.loop import load_run, resume, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "bench" / "runs"
@@ -116,12 +115,6 @@ def eval_results(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "eval.json").read_text())
 
 
-def train_seconds(run_dir: Path) -> float:
-    """Wall time of the run's training steps (from metrics.jsonl; evaluation excluded)."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return sum(json.loads(line)["seconds"] for line in lines if line.strip())
-
-
 def final_metrics(run_dir: Path, last: int = 50) -> dict[str, float]:
     """Means of the last ``last`` logged steps' metrics (mask rate, pseudo-label accuracy)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()][-last:]
@@ -137,10 +130,6 @@ class Evaluator:
         self.supernet.eval()
         self._pool = torch.cat([self.data.sets.labeled.images, self.data.sets.unlabeled.images])
         self._cache: dict[tuple[SubnetConfig, str], float] = {}
-
-    @property
-    def run_data(self) -> RunData:
-        return self.data
 
     def top1(self, config: SubnetConfig, split: str = "test") -> float:
         key = (config, split)
@@ -172,14 +161,6 @@ def mean_std(values: list[float]) -> str:
         return f"{mean:.1f}"
     return f"{mean:.1f} ± {100 * (max(values) - min(values)) / 2:.1f}"
 
-
-class Stopwatch:
-    def __enter__(self):
-        self.began = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.began
 
 
 def supernet_top1(name: str, overrides: list[str], mode: Mode, seed: int) -> dict[str, float]:
@@ -232,3 +213,32 @@ def per_seed(script: str, mode: Mode, seed: int, compute) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(result))
     return result
+
+
+def config_file(config: SubnetConfig, mode: Mode) -> Path:
+    """``config`` as a JSON file a ``train.single`` run can name (one per config and protocol)."""
+    path = RUNS / mode.folder / "configs" / f"{config.id}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, config.to_json())
+    return path
+
+
+def evolution_options(mode: Mode) -> dict[str, int]:
+    """NSGA-II's size for the mode: 30 x 10 (16 x 5 with --quick)."""
+    quick = mode.name == "quick"
+    return {"population": 16 if quick else 30, "generations": 5 if quick else 10}
+
+
+def fraction_budgets(ctx, fractions) -> list[float]:
+    """Budgets ``fractions`` of the way from the minnet's cost to the maxnet's."""
+    low, high = ctx.metric(ctx.space.min()), ctx.metric(ctx.space.max())
+    return [low + f * (high - low) for f in fractions]
+
+
+def evolution_picks(run_dir: Path, mode: Mode, fractions) -> list:
+    """Evolution's picks (NSGA-II on validation top-1) at ``fraction_budgets`` of the FLOPs range."""
+    from matchnas.search.run import build_context
+    from matchnas.search.strategies import run_strategy
+
+    ctx, _, _ = build_context(run_dir, "flops", options=evolution_options(mode))
+    return run_strategy("evolution", ctx, fraction_budgets(ctx, fractions)).picks
