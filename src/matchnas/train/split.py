@@ -39,24 +39,29 @@ DIMENSIONS = ("kernel", "expand")
 
 @dataclass(frozen=True)
 class Edge:
-    """The ``dimension`` ("kernel" or "expand") choice of the first block of stage ``stage``."""
+    """The ``dimension`` ("kernel" or "expand") choice of the first block of stage ``stage``.
+
+    ``dimension`` is the field's name in a :class:`StageConfig`; the stage space's field is its
+    plural (``kernels``, ``expands``)."""
 
     stage: int
     dimension: str
 
+    @property
+    def space_field(self) -> str:
+        return self.dimension + "s"
+
     def choices(self, space: SearchSpace) -> tuple:
-        s = space.stages[self.stage]
-        return (s.kernels if self.dimension == "kernel" else s.expands)[0]
+        return getattr(space.stages[self.stage], self.space_field)[0]
 
     def value(self, config: SubnetConfig) -> Any:
-        s = config.stages[self.stage]
-        return (s.kernel if self.dimension == "kernel" else s.expand)[0]
+        return getattr(config.stages[self.stage], self.dimension)[0]
 
     def with_value(self, space: SearchSpace, config: SubnetConfig, value: Any) -> SubnetConfig:
         """``config`` with this edge set to ``value`` (the whole stage in a per_block: false stage)."""
         s = config.stages[self.stage]
         n = s.depth if not space.stages[self.stage].per_block else 1
-        old = s.kernel if self.dimension == "kernel" else s.expand
+        old = getattr(s, self.dimension)
         new = (value,) * n + old[n:]
         stage = dataclasses.replace(s, **{self.dimension: new})
         stages = config.stages[: self.stage] + (stage,) + config.stages[self.stage + 1 :]
@@ -113,10 +118,9 @@ class SplitPlan:
         for p, g in zip(self.partitions, self.groups_of_part(part)):
             s = stages[p.edge.stage]
             allowed = tuple(c for c in p.edge.choices(space) if c in p.groups[g])
-            field_name = "kernels" if p.edge.dimension == "kernel" else "expands"
-            old = getattr(s, field_name)
+            old = getattr(s, p.edge.space_field)
             new = (allowed,) + (old[1:] if s.per_block else (allowed,) * (len(old) - 1))
-            stages[p.edge.stage] = dataclasses.replace(s, **{field_name: new})
+            stages[p.edge.stage] = dataclasses.replace(s, **{p.edge.space_field: new})
         return dataclasses.replace(space, stages=tuple(stages))
 
     def to_dict(self) -> dict[str, Any]:
