@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import yaml
 
 from matchnas.errors import MatchnasError
+from matchnas.io import read_yaml
 
 
 @dataclass
@@ -94,31 +97,82 @@ class Experiment:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
+        check_ranges(self)
         t = self.train
         choices = {"loss": ("sup", "fm", "kd", "full"), "pseudo_labels": ("maxnet", "self")}
         for key, allowed in choices.items():
             if getattr(t, key) not in allowed:
                 raise MatchnasError(f"train.{key} must be one of {', '.join(allowed)}, got {getattr(t, key)!r}")
-        positive = {"train.steps": t.steps, "train.batch_size": t.batch_size, "data.image_size": self.data.image_size}
-        for key, value in positive.items():
-            if value < 1:
-                raise MatchnasError(f"{key} must be at least 1, got {value}")
-        if not 0.0 <= t.tau <= 1.0:
-            raise MatchnasError(f"train.tau must be in [0, 1], got {t.tau}")
-        n = self.narrow
-        if not (0.0 < n.keep <= 1.0) or n.candidates < 1 or n.bins < 1:
-            raise MatchnasError("narrow.keep must be in (0, 1], narrow.candidates and narrow.bins at least 1")
         sp = self.split
         if sp.method not in ("none", "gm", "random"):
             raise MatchnasError(f"split.method must be one of none, gm, random, got {sp.method!r}")
         if sp.dimension not in ("kernel", "expand"):
             raise MatchnasError(f"split.dimension must be kernel or expand, got {sp.dimension!r}")
-        if sp.edges < 1 or sp.groups < 2 or sp.batches < 1 or not 0.0 < sp.at < 1.0:
-            raise MatchnasError("split.edges and split.batches must be at least 1, split.groups at least 2, split.at in (0, 1)")
         if sp.method != "none" and t.single is not None:
             raise MatchnasError("split.method applies to supernets; a train.single run has nothing to split")
         if (self.data.labels_per_class is None) == (self.data.label_fraction is None):
             raise MatchnasError("set exactly one of data.labels_per_class and data.label_fraction")
+
+
+# The valid range of every numeric setting, checked before anything runs. "[a, b]" includes its
+# ends, "(a, b)" excludes them, "inf" is unbounded. A new numeric field needs a line here (a test
+# checks that every int/float field has one). The seed bound keeps (seed, step) seeds in int64.
+RANGES: dict[str, str] = {
+    "data.image_size": "[1, inf)",
+    "data.labels_per_class": "[1, inf)",
+    "data.label_fraction": "(0, 1]",
+    "data.val_per_class": "[0, inf)",
+    "data.max_unlabeled": "[0, inf)",
+    "model.dropout": "[0, 1)",
+    "train.steps": "[1, inf)",
+    "train.batch_size": "[1, inf)",
+    "train.unlabeled_ratio": "[1, inf)",
+    "train.lr": "(0, inf)",
+    "train.momentum": "[0, 1)",
+    "train.weight_decay": "[0, inf)",
+    "train.warmup_steps": "[0, inf)",
+    "train.n_random": "[0, inf)",
+    "train.tau": "[0, 1]",
+    "train.label_smoothing": "[0, 1)",
+    "train.lambda_u": "[0, inf)",
+    "train.lambda_kd": "[0, inf)",
+    "train.seed": "[0, 4294967295]",
+    "train.checkpoint_every": "[1, inf)",
+    "train.recalibration_images": "[1, inf)",
+    "narrow.candidates": "[1, inf)",
+    "narrow.keep": "(0, 1]",
+    "narrow.bins": "[1, inf)",
+    "split.edges": "[1, inf)",
+    "split.groups": "[2, inf)",
+    "split.at": "(0, 1)",
+    "split.batches": "[1, inf)",
+}
+
+
+def _in_range(value: float, interval: str) -> bool:
+    low, high = (float(x) for x in interval[1:-1].split(","))
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    return above and below  # NaN is in no range
+
+
+def _describe(interval: str) -> str:
+    low, high = (x.strip() for x in interval[1:-1].split(","))
+    if high == "inf":
+        return f"at least {low}" if interval[0] == "[" else f"greater than {low}"
+    return f"in {interval}"
+
+
+def check_ranges(experiment: Experiment) -> None:
+    """Refuse the first setting outside its range in :data:`RANGES` (None means "not set")."""
+    for key, interval in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(experiment, section), name)
+        if value is not None and not (math.isfinite(value) and _in_range(value, interval)):
+            raise MatchnasError(f"{key} must be a finite number {_describe(interval)}, got {value}")
+
+
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
@@ -136,6 +190,8 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
             return value
         if option == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if option == "float" and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 5e-4 (no dot) as a string
         if option == "str" and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     raise MatchnasError(f"{key} expects {annotation}, got {value!r}")
@@ -162,12 +218,7 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] = ()) -
     """Defaults, then the YAML file (if any), then ``section.key=value`` overrides (YAML values)."""
     experiment = Experiment()
     if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise MatchnasError(f"experiment file not found: {path}") from None
-        except yaml.YAMLError as err:
-            raise MatchnasError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        data = read_yaml(path, "experiment file") or {}
         if not isinstance(data, dict):
             raise MatchnasError(f"{path}: expected a mapping at the top level")
         _apply(experiment, data, "")
@@ -186,7 +237,9 @@ def load_experiment(path: str | Path | None = None, overrides: list[str] = ()) -
     return experiment
 
 
-def experiment_from_dict(data: dict[str, Any]) -> Experiment:
+def experiment_from_dict(data: dict[str, Any], source: str = "experiment") -> Experiment:
+    if not isinstance(data, dict):
+        raise MatchnasError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
     experiment = Experiment()
     _apply(experiment, data, "")
     experiment.validate()

@@ -1,22 +1,54 @@
-"""Atomic file writes: a temp file in the same folder, then ``os.replace``, so a reader (or a
-resumed run) never sees a half-written file."""
+"""Files in and out, with one-line errors.
+
+Writes are atomic: a temp file in the same folder, then ``os.replace``, so a reader (or a resumed
+run) never sees a half-written file. Temp names carry the writer's process id
+(``.NAME.PID.XXXXXXXX.tmp``, ``.NAME.PID.XXXXXXXX.partial``), so a later run can tell the leftovers
+of a killed writer from the work of a live one (:func:`remove_leftovers`). Written files and
+folders get the permissions an ordinary write would (0666 / 0777 less the umask), not
+``tempfile``'s private 0600 / 0700.
+
+Reads name the file and what is wrong with it (missing, a folder, binary, not valid JSON/YAML).
+All JSON the project writes is strict (RFC 8259): a non-finite float becomes ``null``.
+
+This module imports neither PyTorch nor NumPy: ``matchnas predict`` uses it.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import re
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from matchnas.errors import MatchnasError
+
+# .NAME.PID.XXXXXXXX.tmp (PID absent in temps from versions before it was added)
+_LEFTOVER = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}\.(?:tmp|partial|old)$")
+
+
+def umask() -> int:
+    """The process umask (there is no way to read it without setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)``, then move ``tmp_path`` over ``path``."""
+    """Call ``write(tmp_path)``, then move ``tmp_path`` over ``path`` (mode 0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -25,3 +57,116 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def work_dir(target: Path) -> Path:
+    """A hidden folder next to ``target`` to build it in (mode 0777 less the umask), to be renamed
+    into place when complete."""
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent))
+    os.chmod(work, 0o777 & ~umask())
+    return work
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_leftovers(folder: str | Path, names: Iterable[str] | None = None) -> list[Path]:
+    """Remove the temp files and folders that killed writers left in ``folder`` (those of
+    ``names`` only, or every matchnas temp); a live process's temps stay. Returns what went."""
+    folder, wanted = Path(folder), set(names) if names is not None else None
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if not match or (wanted is not None and match["name"] not in wanted):
+            continue
+        if match["pid"] is not None and _alive(int(match["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Refuse, before any work, a destination that cannot be created or written: the nearest
+    existing folder on the way to ``path`` must be a writable folder."""
+    path = Path(path).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == path and path.is_dir():
+        folder = path
+    elif existing == path:
+        folder = path.parent  # an existing file, to be replaced
+    else:
+        folder = existing
+        if not folder.is_dir():
+            raise MatchnasError(f"{what} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise MatchnasError(f"{what} {path}: cannot write in {folder} (permission denied or read-only)")
+
+
+# -- reading -----------------------------------------------------------------------------------
+def read_text(path: str | Path, what: str) -> str:
+    """The text of ``path``, or a one-line error naming the file and ``what`` it should be."""
+    path = Path(path)
+    if path.is_dir():
+        raise MatchnasError(f"{path}: a folder, expected {what}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MatchnasError(f"{what} not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise MatchnasError(f"{path}: binary data at byte {err.start}, expected {what} (UTF-8 text)") from None
+    except OSError as err:
+        raise MatchnasError(f"{path}: cannot read it ({err.strerror or err})") from None
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    text = read_text(path, what)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise MatchnasError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise MatchnasError(f"{path}: not valid JSON ({err.msg}, line {err.lineno}), expected {what}") from None
+
+
+# -- strict JSON -------------------------------------------------------------------------------
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float (inf, nan) replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def to_json(value: Any, **kwargs: Any) -> str:
+    """Strict JSON (no ``NaN``/``Infinity``, which strict parsers reject)."""
+    return json.dumps(finite(value), allow_nan=False, **kwargs)
+
+
+def atomic_write_json(path: str | Path, value: Any, indent: int | None = 1) -> None:
+    atomic_write_text(path, to_json(value, indent=indent) + "\n")
