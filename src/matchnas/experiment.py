@@ -168,8 +168,12 @@ def check_ranges(experiment: Experiment) -> None:
     for key, interval in RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(experiment, section), name)
-        if value is not None and not (math.isfinite(value) and _in_range(value, interval)):
-            raise MatchnasError(f"{key} must be a finite number {_describe(interval)}, got {value}")
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            raise MatchnasError(f"{key} must be a finite number, got {value}")
+        if not _in_range(value, interval):
+            raise MatchnasError(f"{key} must be {_describe(interval)}, got {value}")
 
 
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")

@@ -8,6 +8,8 @@ and schedule, and the selection index.
 from __future__ import annotations
 
 import io
+import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,34 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+# What every checkpoint of a matchnas run holds; another program's checkpoint lacks some.
+REQUIRED_KEYS = ("step", "model", "optimizer", "schedule", "selection_index", "experiment")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The state saved by :func:`save_checkpoint`. Only tensors and plain values are unpickled
+    (``weights_only``); anything else is refused with one line naming the file and the reason."""
     path = Path(path)
     if not path.is_file():
         raise MatchnasError(f"no checkpoint at {path}")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head[:1] == b"\x80":  # pickle's protocol opcode
+            raise MatchnasError(f"{path}: a bare pickle, not a torch checkpoint; refused for safety (unpickling can run code)")
+        raise MatchnasError(f"{path}: not a checkpoint (a torch checkpoint is a zip archive), or truncated")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, io.UnsupportedOperation, ValueError) as err:
-        raise MatchnasError(f"{path}: truncated or corrupted checkpoint ({str(err).splitlines()[0]})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise MatchnasError(
+            f"{path}: holds Python objects besides tensors and plain values; refused for safety (loading it could run code)"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, zipfile.BadZipFile, io.UnsupportedOperation, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MatchnasError(f"{path}: truncated or corrupted checkpoint ({reason})") from None
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise MatchnasError(f"{path}: not a matchnas checkpoint (no {', '.join(repr(k) for k in missing)})")
+    return state

@@ -44,9 +44,9 @@ from matchnas.data import (
     weak,
 )
 from matchnas.data.source import DataSource
-from matchnas.errors import MatchnasError
+from matchnas.errors import Interrupted, MatchnasError
 from matchnas.experiment import Experiment, experiment_from_dict
-from matchnas.io import atomic_write_text
+from matchnas.io import atomic_write_json, atomic_write_text, check_writable, read_text, read_yaml, remove_leftovers, to_json
 from matchnas.nn import Supernet
 from matchnas.space import SubnetConfig
 from matchnas.train.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
@@ -59,7 +59,8 @@ from matchnas.train.distributed import (
     synchronize_batch_norms,
 )
 from matchnas.train.evaluate import accuracy, calibrated_subnet
-from matchnas.train.narrow import load_pool, narrow_space, save_pool
+from matchnas.train.interrupt import StopRequest
+from matchnas.train.narrow import POOL_FILE, load_pool, narrow_space, save_pool
 from matchnas.train.sampler import SelectionIndex, sandwich
 from matchnas.train.split import (
     SplitPlan,
@@ -91,13 +92,14 @@ class RunData:
         return len(self.source.train.classes)
 
 
-def prepare_data(experiment: Experiment, run_dir: Path) -> RunData:
-    """Load the source, draw the split (or reload the run's ``split.json``), and store images at
-    ``image_size``. Writes nothing: a new run saves ``data.split`` once everything has loaded."""
+def prepare_data(experiment: Experiment, run_dir: Path, reuse_split: bool = True) -> RunData:
+    """Load the source, draw the split (or reload the run's ``split.json`` when ``reuse_split``),
+    and store images at ``image_size``. Writes nothing: a new run saves ``data.split`` once
+    everything has loaded."""
     d = experiment.data
     source = load_source(d.source, d.data_dir, d.image_size)
     split_path = run_dir / "split.json"
-    if split_path.exists():
+    if reuse_split and split_path.exists():
         split = load_split(split_path)
     else:
         split = make_split(
@@ -198,19 +200,26 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     ranks return an empty dict)."""
     run_dir = Path(run_dir)
     t = experiment.train
-    if not resume and ((run_dir / "experiment.yaml").exists() or (run_dir / LATEST).exists()):
+    # A run directory without a checkpoint holds nothing worth keeping (a run stopped before its
+    # first checkpoint): it may be started again, or resumed from step 0.
+    if not resume and has_checkpoint(run_dir):
         raise MatchnasError(f"{run_dir} already holds a run: resume it with --resume {run_dir}")
+    if placement.is_main:
+        check_writable(run_dir, "run directory")
     for name, size in (("train.batch_size", t.batch_size), ("unlabelled batch", t.unlabeled_ratio * t.batch_size)):
         if size % placement.world_size:
             raise MatchnasError(f"{name} {size} is not divisible by the {placement.world_size} ranks")
 
     # Everything that can fail on bad input happens before the run directory is written.
-    data = prepare_data(experiment, run_dir)
+    data = prepare_data(experiment, run_dir, reuse_split=resume)
+    held_out(data)
     supernet = build_supernet(experiment, data.num_classes)
     fixed = single_config(experiment, supernet)
     settings = LossSettings(t.loss, t.pseudo_labels, t.tau, t.label_smoothing, t.lambda_u, t.lambda_kd)
     if len(data.sets.unlabeled) == 0 and settings.loss != "sup":
         raise MatchnasError(f"train.loss={t.loss} needs unlabelled images, and the split left none")
+    if placement.is_main:
+        remove_leftovers(run_dir)  # temps of a writer killed mid-write (a checkpoint: tens of MB)
     if resume:
         pool = load_pool(run_dir, supernet.space)
     else:
@@ -224,9 +233,11 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             save_split(data.split, run_dir / "split.json")
             if pool is not None:
                 save_pool(run_dir, pool, records, dataclasses.asdict(experiment.narrow))
+            else:  # a restarted run must not inherit the pool of the attempt it replaces
+                (run_dir / POOL_FILE).unlink(missing_ok=True)
             atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
 
-    state = load_checkpoint(run_dir / LATEST) if resume else None
+    state = load_checkpoint(run_dir / LATEST) if resume and (run_dir / LATEST).exists() else None
     plan = SplitPlan.from_dict(state["split"]) if state and state.get("split") else None
     if plan is not None:
         supernet = SplitSupernet.from_parent(supernet, plan)
@@ -273,6 +284,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     progress = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train", unit="step",
                     dynamic_ncols=True, disable=not placement.is_main)
     log = open(run_dir / "metrics.jsonl", "a") if placement.is_main else None
+    stop = StopRequest(enabled=not placement.distributed).start()
     try:
         for step in progress:
             began = time.perf_counter()
@@ -280,7 +292,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
                 supernet, optimizer, schedule, plan = split_supernet(
                     supernet, optimizer, schedule, experiment, data, labelled, unlabelled, settings, step, autocast)
                 if placement.is_main:
-                    atomic_write_text(run_dir / FEWSHOT_FILE, json.dumps(plan.to_dict(), indent=1))
+                    atomic_write_json(run_dir / FEWSHOT_FILE, plan.to_dict())
             torch.manual_seed(step + 1_000_003 * t.seed)  # dropout: a function of (seed, step) too
             if fixed:
                 configs, part = [fixed], None
@@ -317,7 +329,14 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
                 if log is not None:
                     log.flush()
                 checkpoint(run_dir / LATEST, step + 1)
+            if stop.requested:
+                if log is not None:
+                    log.flush()
+                checkpoint(run_dir / LATEST, step + 1)
+                raise Interrupted(f"interrupted: step {step + 1} of {t.steps} saved in {run_dir / LATEST}; "
+                                  f"continue with `matchnas train --resume {run_dir}`")
     finally:
+        stop.restore()
         progress.close()
         if log is not None:
             log.close()
@@ -329,7 +348,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     supernet.cpu()
     targets = {"single": fixed} if fixed else {"max": supernet.space.max(), "min": supernet.space.min()}
     results = {name: evaluate_config(supernet, config, data, experiment) for name, config in targets.items()}
-    atomic_write_text(run_dir / "eval.json", json.dumps(results, indent=1))
+    atomic_write_json(run_dir / "eval.json", results)
     return results
 
 
@@ -380,29 +399,48 @@ def _log_step(log, progress, step: int, optimizer, metrics: dict[str, float], im
         if kept > 0:
             record["pl_acc"] = correct / kept
     record.update(images_per_s=images / seconds, seconds=seconds)
-    log.write(json.dumps(record) + "\n")
+    log.write(to_json(record) + "\n")
     shown = {"loss": f"{metrics['loss']:.3f}", "img/s": f"{images / seconds:.0f}"}
     if "mask_rate" in metrics:
         shown["mask"] = f"{metrics['mask_rate']:.2f}"
     progress.set_postfix(shown)
 
 
+def held_out(data: RunData):
+    """The images a run is evaluated on: the test split, else the validation split."""
+    images = data.source.test or data.sets.val
+    if images is None or not len(images):
+        raise MatchnasError(f"data set {data.source.name!r} has no test split to evaluate on: "
+                            "add a test/ folder or hold out validation images with data.val_per_class=N")
+    return images
+
+
 def evaluate_config(supernet: Supernet, config: SubnetConfig, data: RunData, experiment: Experiment) -> float:
     """Top-1 on the test split (the validation split when there is no test split)."""
-    held_out = data.source.test or data.sets.val
-    if held_out is None:
-        raise MatchnasError("the data source has no test split and the split has no validation images")
+    images = held_out(data)
     pool = torch.cat([data.sets.labeled.images, data.sets.unlabeled.images])
     t = experiment.train
     net = calibrated_subnet(supernet, config, pool, t.recalibration_images, t.seed, data.flip)
-    return accuracy(net, held_out, config.resolution)
+    return accuracy(net, images, config.resolution)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past ``step`` (a killed run may have logged steps it never saved)."""
+    """Drop metric lines past ``step`` (a killed run may have logged steps it never saved, and cut
+    its last line short: an unterminated last line goes too). Any other bad line is an error."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    text = read_text(path, "the run's metrics (JSON lines)")
+    lines = text.split("\n")[:-1] if step > 0 else []  # the piece after the last newline is unfinished
+    keep = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            logged = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise MatchnasError(f"{path}: line {number} is not a metrics record; repair or delete that line") from None
+        if logged <= step:
+            keep.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
@@ -412,27 +450,34 @@ def load_run(run_dir: str | Path, which: str = FINAL) -> tuple[Experiment, Super
     if not (run_dir / "experiment.yaml").is_file():
         raise MatchnasError(f"{run_dir} is not a run directory (no experiment.yaml)")
     path = run_dir / which if (run_dir / which).exists() else run_dir / LATEST
+    if not path.exists():
+        raise MatchnasError(f"{run_dir} has no checkpoint yet: continue it with `matchnas train --resume {run_dir}`")
     state = load_checkpoint(path)
-    experiment = experiment_from_dict(state["experiment"])
+    experiment = experiment_from_dict(state["experiment"], f"{path}: experiment")
     data = prepare_data(experiment, run_dir)
     supernet = build_supernet(experiment, data.num_classes)
     if state.get("split"):
         supernet = SplitSupernet.from_parent(supernet, SplitPlan.from_dict(state["split"]))
-    supernet.load_state_dict(state["model"])
+    try:
+        supernet.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise MatchnasError(f"{path}: its weights do not fit the run's supernet ({str(err).splitlines()[0]})") from None
     return experiment, supernet, data, state
 
 
 def read_experiment(run_dir: str | Path) -> Experiment:
     """The resolved experiment a run was started with."""
     path = Path(run_dir) / "experiment.yaml"
-    if not path.is_file():
+    if not path.exists():
         raise MatchnasError(f"{run_dir} is not a run directory (no experiment.yaml)")
-    return experiment_from_dict(yaml.safe_load(path.read_text()))
+    return experiment_from_dict(read_yaml(path, "the run's experiment (YAML)"), str(path))
 
 
 def resume(run_dir: str | Path, placement: Placement = Placement()) -> dict[str, float]:
     run_dir = Path(run_dir)
-    experiment = read_experiment(run_dir)
-    if not (run_dir / LATEST).exists():
-        raise MatchnasError(f"{run_dir} has no checkpoint yet: start it again without --resume")
+    experiment = read_experiment(run_dir)  # without a checkpoint: from step 0, on the saved split
     return train(experiment, run_dir, resume=True, placement=placement)
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (run_dir / LATEST).exists() or (run_dir / FINAL).exists()
