@@ -15,6 +15,32 @@ from matchnas.space import SearchSpace, load_space
 # Commands import what they need when they run: `matchnas predict` must work without PyTorch.
 
 
+def at_least(minimum: int | float, kind=int):
+    """An argparse type: a number of ``kind`` no smaller than ``minimum`` (refused before any work,
+    with argparse's one-line usage error and exit status 2)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not value >= minimum:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    return parse
+
+
+COUNT = at_least(1)  # how many of something: configs, images, threads, runs, classes
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors on one line, like every other error (argparse prints the usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def describe_space(space: SearchSpace, num_classes: int, in_chans: int = 3) -> str:
     """The stages and choices, the number of configs, and min/max FLOPs and params per resolution."""
     from matchnas import cost
@@ -47,9 +73,13 @@ def describe_space(space: SearchSpace, num_classes: int, in_chans: int = 3) -> s
 def _cmd_space(args: argparse.Namespace) -> None:
     from matchnas.convert import get_backbone
 
-    if args.space is None:
+    from matchnas.convert import check_fits
+
+    if args.backbone is not None:
         get_backbone(args.backbone)
-    space = load_space(args.space or args.backbone)
+    space = load_space(args.space or args.backbone or "efficientnet-lite0")
+    # The checks `train` makes: a space it would refuse is refused here too.
+    check_fits(space, get_backbone(args.backbone or space.backbone))
     print(describe_space(space, args.num_classes, args.in_chans))
 
 
@@ -86,15 +116,14 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
     from matchnas.train.loop import evaluate_config, load_run
 
+    if args.subnet not in ("max", "min") and not Path(args.subnet).is_file():
+        raise MatchnasError(f"--subnet {args.subnet}: no such file (give max, min or a config JSON)")
     experiment, supernet, data, _ = load_run(args.run_dir)
     space = supernet.space
     if args.subnet in ("max", "min"):
         config = space.max() if args.subnet == "max" else space.min()
     else:
-        path = Path(args.subnet)
-        if not path.is_file():
-            raise MatchnasError(f"--subnet: no such file {path}")
-        config = space.config_from_json(path.read_text(), source=str(path))
+        config = space.config_from_file(args.subnet, "--subnet")
     top1 = evaluate_config(supernet, config, data, experiment)
     print(f"{args.subnet} ({config.id}): top-1 {100 * top1:.2f}% after BN recalibration")
 
@@ -103,7 +132,9 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from matchnas.demo import run_demo
+    from matchnas.io import check_writable
 
+    check_writable(args.out, "--out")
     print(run_demo(Path(args.out), Path(args.experiment) if args.experiment else None))
 
 
@@ -144,12 +175,12 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="matchnas", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="matchnas", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     space = commands.add_parser("space", help="print a search space, its size and its cost range")
-    space.add_argument("--backbone", default="efficientnet-lite0", help="pre-trained network (default: %(default)s)")
+    space.add_argument("--backbone", help="pre-trained network (default: the space's, efficientnet-lite0 without --space)")
     space.add_argument("--space", help="a search-space YAML file or shipped space name (default: the backbone's)")
-    space.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default: %(default)s)")
+    space.add_argument("--num-classes", type=COUNT, default=1000, help="classifier outputs (default: %(default)s)")
     space.add_argument("--in-chans", type=int, default=3, choices=(1, 3), help="input channels")
     space.set_defaults(run=_cmd_space)
 
@@ -174,15 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--strategy", default="fixed", help="fixed, zeroshot:PROXY, evolution or random (default: %(default)s)")
     search.add_argument("--val-dir", help="a labelled folder (labeled/<class>/*) for evolution/random when the run has no validation split")
     search.add_argument("--out", help="where selections.json and selections.png go (default: the run directory)")
-    search.add_argument("--candidates", type=int, default=1000, help="zeroshot: random candidates scored (default: %(default)s)")
-    search.add_argument("--samples", type=int, default=20, help="random: configs evaluated per budget (default: %(default)s)")
-    search.add_argument("--population", type=int, default=30, help="evolution: population size (default: %(default)s)")
-    search.add_argument("--generations", type=int, default=10, help="evolution: generations (default: %(default)s)")
+    search.add_argument("--candidates", type=COUNT, default=1000, help="zeroshot: random candidates scored (default: %(default)s)")
+    search.add_argument("--samples", type=COUNT, default=20, help="random: configs evaluated per budget (default: %(default)s)")
+    search.add_argument("--population", type=at_least(2), default=30, help="evolution: population size (default: %(default)s)")
+    search.add_argument("--generations", type=COUNT, default=10, help="evolution: generations (default: %(default)s)")
     search.set_defaults(run=_cmd_search)
 
     proxies = commands.add_parser("proxies", help="rank correlation of every zero-cost proxy with test accuracy")
     proxies.add_argument("run_dir")
-    proxies.add_argument("--n", type=int, default=50, help="random configs (default: %(default)s)")
+    proxies.add_argument("--n", type=COUNT, default=50, help="random configs (default: %(default)s)")
     proxies.add_argument("--proxy", action="append", help="only this proxy (repeatable)")
     proxies.set_defaults(run=_cmd_proxies)
 
@@ -193,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", required=True, help="the LUT JSON to write")
     build.add_argument("--backbone", default="efficientnet-lite0")
     build.add_argument("--space", help="a space YAML or shipped name (default: the backbone's)")
-    build.add_argument("--num-classes", type=int, default=10)
-    build.add_argument("--threads", type=int, help="intra-op threads for timing (default: the runtime's choice)")
+    build.add_argument("--num-classes", type=COUNT, default=10)
+    build.add_argument("--threads", type=COUNT, help="intra-op threads for timing (default: the runtime's choice)")
     build.set_defaults(run=_cmd_latency)
 
     export = commands.add_parser("export", help="export selected subnets as standalone models with parity checks")
@@ -204,19 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--subnet", help="one config instead: max, min or a config JSON")
     export.add_argument("--format", default="onnx", help="onnx, executorch or both: onnx,executorch (default: %(default)s)")
     export.add_argument("--force", action="store_true", help="replace an existing bundle folder")
-    export.add_argument("--tolerance", type=float, help="max |logit difference| allowed in parity checks (default: 1e-3)")
-    export.add_argument("--parity-images", type=int, default=256, help="test images for parity checks (default: %(default)s)")
-    export.add_argument("--threads", type=int, default=1, help="runtime threads for latency timing (default: %(default)s)")
-    export.add_argument("--latency-runs", type=int, default=50, help="timed runs per model (default: %(default)s)")
+    export.add_argument("--tolerance", type=at_least(0.0, float), help="max |logit difference| allowed in parity checks (default: 1e-3)")
+    export.add_argument("--parity-images", type=COUNT, default=256, help="test images for parity checks (default: %(default)s)")
+    export.add_argument("--threads", type=COUNT, default=1, help="runtime threads for latency timing (default: %(default)s)")
+    export.add_argument("--latency-runs", type=COUNT, default=50, help="timed runs per model (default: %(default)s)")
     export.set_defaults(run=_cmd_export)
 
     predict = commands.add_parser("predict", help="classify images with an exported ONNX model or bundle (no PyTorch needed)")
     predict.add_argument("model", help="a bundle folder (with manifest.json) or an .onnx file")
     predict.add_argument("images", nargs="+")
-    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--top-k", type=COUNT, default=5)
     predict.add_argument("--budget", help="which model of a bundle: a budget label, a number or a config id (default: the largest)")
-    predict.add_argument("--resolution", type=int, help="input size for a bare .onnx with a dynamic shape")
-    predict.add_argument("--threads", type=int)
+    predict.add_argument("--resolution", type=COUNT, help="input size for a bare .onnx with a dynamic shape")
+    predict.add_argument("--threads", type=COUNT)
     predict.set_defaults(run=_cmd_predict)
 
     demo = commands.add_parser("demo", help="the end-to-end demo on the embedded digits data")
@@ -232,7 +263,10 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except MatchnasError as err:
         print(f"matchnas: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_status
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop, which stops more gracefully
+        print("matchnas: interrupted (Ctrl-C); nothing half-written was kept", file=sys.stderr)
+        return 130
     return 0
 
 

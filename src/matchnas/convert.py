@@ -92,6 +92,11 @@ def get_backbone(name: str) -> Backbone:
     return BACKBONES[name]
 
 
+def check_fits(space: SearchSpace, backbone: Backbone) -> None:
+    """Refuse a space whose largest choices do not fit inside ``backbone`` (see ``from_pretrained``)."""
+    _check_fits(space, backbone)
+
+
 def from_pretrained(
     backbone: str = "efficientnet-lite0",
     space: SearchSpace | str | None = None,

@@ -31,9 +31,9 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import statistics
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -48,7 +48,7 @@ import torch
 from matchnas import cost
 from matchnas.data import TFLITE_MEAN, TFLITE_STD, to_model_input
 from matchnas.errors import MatchnasError
-from matchnas.io import atomic_write_text
+from matchnas.io import atomic_write_json, check_writable, read_json, remove_leftovers, work_dir
 from matchnas.latency import machine_description
 from matchnas.space import SearchSpace, SubnetConfig
 from matchnas.train.evaluate import accuracy, calibrated_subnet
@@ -107,18 +107,25 @@ def export_run(
         MatchnasError: bad input (nothing is written) or an export above tolerance.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.is_symlink():  # replace the bundle the link points to, and keep the link
+        out_dir = out_dir.resolve()
     formats = parse_formats(formats)
     if tolerance is not None and not tolerance >= 0:
         raise MatchnasError(f"tolerance must be >= 0, got {tolerance}")
     if threads < 1 or latency_runs < 1 or parity_images < 1:
         raise MatchnasError("threads, latency runs and parity images must be at least 1")
     _check_out_dir(out_dir, run_dir, force)
+    check_writable(out_dir, "--out")
     if selections is not None and subnet is not None:
         raise MatchnasError("give --selections or --subnet, not both")
     if selections is None and subnet is None:
         selections = run_dir / "selections.json"
         if not selections.is_file():
             raise MatchnasError(f"{run_dir} has no selections.json: run `matchnas search` or give --selections/--subnet")
+    if selections is not None:
+        selections_body = read_json(selections, "a selections file from `matchnas search`")
+    if subnet is not None and str(subnet) not in ("max", "min") and not Path(subnet).is_file():
+        raise MatchnasError(f"--subnet: no such file {subnet}")
 
     # The training stack loads only once the arguments are sane.
     from matchnas.train.loop import load_run
@@ -130,7 +137,7 @@ def export_run(
     if subnet is not None:
         targets, skipped, source = _subnet_target(space, subnet), [], {"subnet": str(subnet)}
     else:
-        targets, skipped, source = _selection_targets(Path(selections), space, classes)
+        targets, skipped, source = _selection_targets(Path(selections), selections_body, space, classes)
 
     # Test top-1 on the held-out split as evaluate_config measures it; parity on the same images.
     held_out, split = (data.source.test, "test") if data.source.test is not None else (data.sets.val, "val")
@@ -152,7 +159,8 @@ def export_run(
     k, c = supernet.num_classes, supernet.in_chans
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    remove_leftovers(out_dir.parent, [out_dir.name])  # of exports killed before they finished
+    work = work_dir(out_dir)
     try:
         nets: dict[SubnetConfig, tuple[torch.nn.Module, float | None]] = {}
         done: dict[tuple[SubnetConfig, str], dict] = {}
@@ -190,7 +198,7 @@ def export_run(
         header = {**source, "skipped": skipped, "test_split": split,
                   "parity_images": {"split": check_split, "count": min(parity_images, len(check_set))}}
         manifest = _manifest(run_dir, space, k, header, models)
-        atomic_write_text(work / "manifest.json", json.dumps(manifest, indent=1))
+        atomic_write_json(work / "manifest.json", manifest)
         _move_into_place(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -263,20 +271,16 @@ def sha256(path: str | Path) -> str:
 def _subnet_target(space: SearchSpace, subnet: str | Path) -> list[Target]:
     if str(subnet) in ("max", "min"):
         return [Target(space.max() if str(subnet) == "max" else space.min(), None, str(subnet))]
-    path = Path(subnet)
-    if not path.is_file():
-        raise MatchnasError(f"--subnet: no such file {path}")
-    return [Target(space.config_from_json(path.read_text(), source=str(path)), None, "subnet")]
+    return [Target(space.config_from_file(subnet, "--subnet"), None, "subnet")]
 
 
-def _selection_targets(path: Path, space: SearchSpace, classes: list[str]) -> tuple[list[Target], list[dict], dict]:
+def _selection_targets(path: Path, body: Any, space: SearchSpace, classes: list[str]) -> tuple[list[Target], list[dict], dict]:
     """The picks of a ``selections.json`` (see :func:`matchnas.search.run._write_selections`)."""
-    if not path.is_file():
-        raise MatchnasError(f"--selections: no such file {path}")
     try:
-        body = json.loads(path.read_text())
         metric, picks, digest = body["metric"], body["picks"], body["space_digest"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        if not isinstance(picks, list):
+            raise TypeError("picks is not a list")
+    except (KeyError, TypeError) as err:
         raise MatchnasError(f"{path}: not a selections file from `matchnas search` ({err!r})") from None
     if digest != space.digest:
         raise MatchnasError(
@@ -287,8 +291,11 @@ def _selection_targets(path: Path, space: SearchSpace, classes: list[str]) -> tu
     from matchnas.search.budgets import format_cost
 
     targets, skipped = [], []
-    for pick in picks:
-        budget = float(pick["budget"])
+    for number, pick in enumerate(picks):
+        try:
+            budget = float(pick["budget"])
+        except (KeyError, TypeError, ValueError):
+            raise MatchnasError(f"{path}: pick {number} has no numeric budget") from None
         shown = format_cost(budget, metric)
         if pick.get("config") is None:
             cheapest = pick.get("cost")
@@ -325,8 +332,8 @@ def _check_out_dir(out_dir: Path, run_dir: Path, force: bool) -> None:
 def _move_into_place(work: Path, out_dir: Path) -> None:
     """Rename the finished bundle to ``out_dir``; an old bundle goes only after that succeeded."""
     old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():  # named so that remove_leftovers finds it if we are killed right here
+        old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{secrets.token_hex(4)}.old")
         os.replace(out_dir, old)
     try:
         os.replace(work, out_dir)
@@ -335,7 +342,10 @@ def _move_into_place(work: Path, out_dir: Path) -> None:
             os.replace(old, out_dir)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # -- formats -------------------------------------------------------------------------------------

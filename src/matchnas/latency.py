@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
-import json
 import os
 import platform
 import statistics
@@ -51,7 +50,7 @@ from tqdm import tqdm
 
 from matchnas import cost
 from matchnas.errors import MatchnasError
-from matchnas.io import atomic_write_text
+from matchnas.io import atomic_write_json, check_writable, read_json
 from matchnas.nn.blocks import MBConv, hidden_channels
 from matchnas.space import SearchSpace, SubnetConfig
 
@@ -420,17 +419,12 @@ class LatencyTable:
 
     def save(self, path: str | Path) -> None:
         """Write the table as JSON, atomically."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path, space: SearchSpace) -> LatencyTable:
         """Read a table saved by :meth:`save`; refuse one made for another space."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise MatchnasError(f"latency table not found: {path}") from None
-        except json.JSONDecodeError as err:
-            raise MatchnasError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        data = read_json(path, "latency table")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise MatchnasError(f"{path}: not a matchnas latency table (expected format {FORMAT})")
         if data.get("space_digest") != space.digest:
@@ -505,6 +499,8 @@ def build_lut_command(
     from matchnas.space import load_space
 
     space = load_space(space) if isinstance(space, str) else space
+    _check_runtime(runtime)
+    check_writable(out_path, "--out")
     table = build_lut(space, num_classes, runtime, threads)
     table.save(out_path)
     kinds = {k: sum(p.kind == k for p in table.entries) for k in ("stem", "block", "head")}

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from matchnas.errors import MatchnasError
+from matchnas.io import read_json
 
 MANIFEST_VERSIONS = (1,)  # manifest format versions this module reads (matchnas.export writes 1)
 _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
@@ -160,17 +161,43 @@ def load_model(
 
 
 def _read_manifest(path: Path) -> dict:
-    if not path.is_file():
+    """The bundle's manifest, its structure checked once here so that no later lookup can fail."""
+    if not path.exists():
         raise MatchnasError(f"{path.parent}: not an export bundle (no manifest.json)")
-    try:
-        manifest = json.loads(path.read_text())
-        version = manifest["format_version"]
-        manifest["models"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise MatchnasError(f"{path}: not a matchnas manifest ({err!r})") from None
+    manifest = read_json(path, "an export bundle's manifest")
+    if not isinstance(manifest, dict) or "format_version" not in manifest:
+        raise MatchnasError(f"{path}: not a matchnas manifest (no format_version)")
+    version = manifest["format_version"]
     if version not in MANIFEST_VERSIONS:
         raise MatchnasError(f"{path}: manifest format {version}; this matchnas reads {', '.join(map(str, MANIFEST_VERSIONS))}")
+    models = manifest.get("models")
+    if not isinstance(models, list):
+        raise MatchnasError(f"{path}: 'models' must be a list of model entries")
+    for i, entry in enumerate(models):
+        problem = _entry_problem(entry)
+        if problem:
+            raise MatchnasError(f"{path}: models[{i}] {problem}")
     return manifest
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What is wrong with a manifest's model entry (None: nothing)."""
+    if not isinstance(entry, dict):
+        return "is not a mapping"
+    for key, kind in (("name", str), ("config_id", str), ("flops", (int, float)), ("files", dict)):
+        if not isinstance(entry.get(key), kind):
+            return f"has no valid '{key}'"
+    for fmt, record in entry["files"].items():
+        if not isinstance(record, dict) or not isinstance(record.get("file"), str) or not isinstance(record.get("sha256"), str):
+            return f"files.{fmt} needs 'file' and 'sha256'"
+    if "onnx" in entry["files"]:
+        spec = entry.get("preprocess")
+        numbers = ("resolution", "mean", "std")
+        if not isinstance(spec, dict) or "color" not in spec or not all(isinstance(spec.get(k), (int, float)) for k in numbers):
+            return "has no valid 'preprocess' (color, resolution, mean, std)"
+        if "/" in entry["files"]["onnx"]["file"] or "\\" in entry["files"]["onnx"]["file"]:
+            return "names a model file outside the bundle"
+    return None
 
 
 def _pick(manifest: dict, budget: str | None, folder: Path) -> dict:

@@ -154,14 +154,9 @@ class SearchSpace:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SearchSpace:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise MatchnasError(f"space file not found: {path}") from None
-        except yaml.YAMLError as err:
-            raise MatchnasError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        return cls.from_dict(data, source=str(path))
+        from matchnas.io import read_yaml
+
+        return cls.from_dict(read_yaml(path, "space file"), source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         stages = []
@@ -340,6 +335,12 @@ class SearchSpace:
         if problem:
             raise MatchnasError(f"{source}: not in space '{self.name}': {problem}")
         return config
+
+    def config_from_file(self, path: str | Path, what: str = "config file") -> SubnetConfig:
+        """:meth:`config_from_json` on a file, with one-line errors for a missing or binary file."""
+        from matchnas.io import read_text
+
+        return self.config_from_json(read_text(path, f"{what} (a subnet config JSON)"), source=str(path))
 
 
 # -- loading shipped spaces -------------------------------------------------------------------------

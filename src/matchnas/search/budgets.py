@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ def parse_budgets(text: str) -> list[float]:
         if not match:
             raise MatchnasError(f"budget '{item.strip()}' is not a number with an optional K/M/G suffix")
         budgets.append(float(match.group(1)) * _SUFFIX[match.group(2).upper()])
-    if not budgets or any(b <= 0 for b in budgets):
-        raise MatchnasError(f"budgets must be positive, got '{text}'")
+    if not budgets or any(not 0 < b < math.inf for b in budgets):
+        raise MatchnasError(f"budgets must be positive and finite, got '{text}'")
     return sorted(budgets)
 
 

@@ -8,7 +8,6 @@ proxy, signed by its direction so that +1 is a perfect ranking.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -16,17 +15,20 @@ import numpy as np
 from scipy import stats
 from tqdm import tqdm
 
-from matchnas.io import atomic_write_text
+from matchnas.io import atomic_write_json, check_writable
 from matchnas.search.run import build_context
 from matchnas.train.loop import evaluate_config
 
 
 def rank_proxies(run_dir: str | Path, n: int = 50, names: list[str] | None = None) -> str:
-    from matchnas.proxies import PROXIES, proxy_input
+    from matchnas.proxies import PROXIES, get_proxy, proxy_input
 
     run_dir = Path(run_dir)
-    ctx, experiment, data = build_context(run_dir, "flops")
     names = names or sorted(PROXIES)
+    for name in names:  # before the run loads: a typo must not cost the ground-truth evaluations
+        get_proxy(name)
+    check_writable(run_dir / "proxies.json", "proxies.json in")
+    ctx, experiment, data = build_context(run_dir, "flops")
     rng = np.random.default_rng([ctx.seed, 0x9A])
     configs = list(dict.fromkeys([ctx.space.max(), ctx.space.min(), *(ctx.space.sample(rng) for _ in range(n))]))
     truth, scores, seconds = [], {name: [] for name in names}, {name: 0.0 for name in names}
@@ -47,7 +49,7 @@ def rank_proxies(run_dir: str | Path, n: int = 50, names: list[str] | None = Non
     rows.sort(key=lambda r: -np.nan_to_num(r["kendall_tau"], nan=-2))
     body = {"n_configs": len(configs), "test_top1": truth, "rows": rows,
             "configs": [c.to_dict() for c in configs], "scores": scores}
-    atomic_write_text(run_dir / "proxies.json", json.dumps(body, indent=1))
+    atomic_write_json(run_dir / "proxies.json", body)
     lines = [f"{len(configs)} configs; ground truth: inherited-weight test top-1 after BN recalibration "
              f"(range {100 * min(truth):.1f}-{100 * max(truth):.1f}%)",
              "| proxy | Kendall tau | Spearman rho | ms per config |", "|---|---:|---:|---:|"]

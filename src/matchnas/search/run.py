@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import torch
 
 from matchnas.data import load_folder
 from matchnas.errors import MatchnasError
-from matchnas.io import atomic_write_text
-from matchnas.search.budgets import format_cost, parse_budgets, resolve_metric
+from matchnas.io import atomic_write_json, check_writable, read_json
+from matchnas.search.budgets import UNITS, format_cost, parse_budgets, resolve_metric
 from matchnas.search.plot import plot_search
 from matchnas.search.strategies import SearchContext, SearchResult, run_strategy
 from matchnas.train.evaluate import accuracy, calibrated_subnet
@@ -58,10 +57,32 @@ def build_context(run_dir: Path, metric_spec: str, val_dir: str | None = None, o
     return ctx, experiment, data
 
 
+def check_options(strategy: str, metric: str, val_dir: str | None) -> None:
+    """Refuse a strategy, metric or validation folder that cannot work, before the run is loaded."""
+    from matchnas.proxies import get_proxy
+    from matchnas.search.strategies import STRATEGIES
+
+    name, _, argument = strategy.partition(":")
+    if name not in STRATEGIES:
+        raise MatchnasError(f"unknown strategy '{strategy}'; known: {', '.join(sorted(STRATEGIES))}")
+    if name == "zeroshot" and argument:
+        get_proxy(argument)
+    metric_name, _, lut = metric.partition(":")
+    if metric_name not in UNITS:
+        raise MatchnasError(f"unknown metric '{metric}': use flops, params, memory, latency or latency:LUT.json")
+    if lut:
+        read_json(lut, "a latency table (JSON)")
+    if val_dir is not None and not Path(val_dir).is_dir():
+        raise MatchnasError(f"--val-dir {val_dir}: no such folder")
+
+
 def search(run_dir: str | Path, metric: str, budgets: str, strategy: str, val_dir: str | None = None,
            out: str | Path | None = None, options: dict | None = None) -> str:
     run_dir = Path(run_dir)
     budget_values = parse_budgets(budgets)
+    check_options(strategy, metric, val_dir)
+    out = Path(out) if out else run_dir
+    check_writable(out / "selections.json", "--out")
     ctx, experiment, data = build_context(run_dir, metric, val_dir, options)
     result = run_strategy(strategy, ctx, budget_values)
     test = data.source.test
@@ -69,7 +90,6 @@ def search(run_dir: str | Path, metric: str, budgets: str, strategy: str, val_di
     for pick in result.picks:
         if pick.config is not None and test is not None and pick.config not in tested:
             tested[pick.config] = evaluate_config(ctx.supernet, pick.config, data, experiment)
-    out = Path(out) if out else run_dir
     _write_selections(out / "selections.json", run_dir, ctx, metric, strategy, result, tested, data)
     title = f"{run_dir.name}: {strategy}, {ctx.metric.name} budgets, {result.seconds:.1f} s to select"
     plot_search(out / "selections.png", result, tested, ctx.metric.name, ctx.metric.unit, title)
@@ -114,4 +134,4 @@ def _write_selections(path: Path, run_dir: Path, ctx, metric: str, strategy: str
         "picks": picks,
         "front": [{"config": c.to_dict(), "cost": cost, "val_top1": s} for c, cost, s in result.front],
     }
-    atomic_write_text(path, json.dumps(body, indent=1))
+    atomic_write_json(path, body)

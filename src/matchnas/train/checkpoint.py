@@ -43,7 +43,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             head = f.read(2)
         if head[:1] == b"\x80":  # pickle's protocol opcode
             raise MatchnasError(f"{path}: a bare pickle, not a torch checkpoint; refused for safety (unpickling can run code)")
-        raise MatchnasError(f"{path}: not a checkpoint (a torch checkpoint is a zip archive), or truncated")
+        raise MatchnasError(f"{path}: truncated or corrupted checkpoint (not a complete zip archive, as torch checkpoints are)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

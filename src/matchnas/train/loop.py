@@ -164,10 +164,7 @@ def single_config(experiment: Experiment, supernet: Supernet) -> SubnetConfig | 
     space = supernet.space
     if single in ("max", "min"):
         return space.max() if single == "max" else space.min()
-    path = Path(single)
-    if not path.is_file():
-        raise MatchnasError(f"train.single: no config file {path}")
-    return space.config_from_json(path.read_text(), source=str(path))
+    return space.config_from_file(single, "train.single")
 
 
 def make_batch(data: RunData, experiment: Experiment, step: int, labelled: BatchStream,
