@@ -98,6 +98,8 @@ def prepare_data(experiment: Experiment, run_dir: Path, reuse_split: bool = True
     everything has loaded."""
     d = experiment.data
     source = load_source(d.source, d.data_dir, d.image_size)
+    if len(source.classes) < 2:  # one class "trains" to 100% top-1 and means nothing
+        raise MatchnasError(f"data set {source.name!r} has one class {list(source.classes)}: a classifier needs at least 2")
     split_path = run_dir / "split.json"
     if reuse_split and split_path.exists():
         split = load_split(split_path)
