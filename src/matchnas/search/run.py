@@ -71,7 +71,7 @@ def check_options(strategy: str, metric: str, val_dir: str | None) -> None:
     if metric_name not in UNITS:
         raise MatchnasError(f"unknown metric '{metric}': use flops, params, memory, latency or latency:LUT.json")
     if lut:
-        read_json(lut, "a latency table (JSON)")
+        read_json(lut, "latency table")
     if val_dir is not None and not Path(val_dir).is_dir():
         raise MatchnasError(f"--val-dir {val_dir}: no such folder")
 
