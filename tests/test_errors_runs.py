@@ -84,16 +84,16 @@ def test_ctrl_c_during_training_saves_a_checkpoint_and_exits_130(tmp_path):
                              *sets(TINY + ["train.steps=400", "train.checkpoint_every=300"])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and len(_lines(out / "metrics.jsonl")) < 3:
+    while time.time() < deadline and len(_lines(out / "metrics.jsonl")) < 2:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     last = err.strip().splitlines()[-1]
-    assert "Traceback" not in err and last.startswith("matchnas: error: interrupted: step ")
+    assert "Traceback" not in err and last.startswith("matchnas: interrupted: step ")
     step = torch.load(out / LATEST, weights_only=True)["step"]
     assert f"step {step} of 400 saved in {out / LATEST}" in last and f"--resume {out}" in last
-    assert 3 <= step < 300, "the checkpoint is the interrupt's, not a periodic one"
+    assert 2 <= step < 300, "the checkpoint is the interrupt's, not a periodic one"
     assert [json.loads(line)["step"] for line in _lines(out / "metrics.jsonl")] == list(range(1, step + 1))
 
 

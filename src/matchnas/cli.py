@@ -9,7 +9,7 @@ import argparse
 import sys
 from dataclasses import replace
 
-from matchnas.errors import MatchnasError
+from matchnas.errors import Interrupted, MatchnasError
 from matchnas.space import SearchSpace, load_space
 
 # Commands import what they need when they run: `matchnas predict` must work without PyTorch.
@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except MatchnasError as err:
-        print(f"matchnas: error: {err}", file=sys.stderr)
+        kind = "" if isinstance(err, Interrupted) else "error: "
+        print(f"matchnas: {kind}{err}", file=sys.stderr)
         return err.exit_status
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which stops more gracefully
         print("matchnas: interrupted (Ctrl-C); nothing half-written was kept", file=sys.stderr)

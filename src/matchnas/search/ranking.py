@@ -27,7 +27,7 @@ def rank_proxies(run_dir: str | Path, n: int = 50, names: list[str] | None = Non
     names = names or sorted(PROXIES)
     for name in names:  # before the run loads: a typo must not cost the ground-truth evaluations
         get_proxy(name)
-    check_writable(run_dir / "proxies.json", "proxies.json in")
+    check_writable(run_dir / "proxies.json", "proxies output")
     ctx, experiment, data = build_context(run_dir, "flops")
     rng = np.random.default_rng([ctx.seed, 0x9A])
     configs = list(dict.fromkeys([ctx.space.max(), ctx.space.min(), *(ctx.space.sample(rng) for _ in range(n))]))

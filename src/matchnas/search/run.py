@@ -82,7 +82,7 @@ def search(run_dir: str | Path, metric: str, budgets: str, strategy: str, val_di
     budget_values = parse_budgets(budgets)
     check_options(strategy, metric, val_dir)
     out = Path(out) if out else run_dir
-    check_writable(out / "selections.json", "--out")
+    check_writable(out / "selections.json", "search output")
     ctx, experiment, data = build_context(run_dir, metric, val_dir, options)
     result = run_strategy(strategy, ctx, budget_values)
     test = data.source.test

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from matchnas import cost
 from matchnas.errors import MatchnasError
-from matchnas.io import atomic_write_text
+from matchnas.io import atomic_write_text, to_json
 from matchnas.nn import Supernet
 from matchnas.space import SearchSpace, SubnetConfig
 
@@ -61,7 +61,7 @@ def save_pool(run_dir: Path, pool: list[SubnetConfig], records: list[dict], sett
         "pool": [c.to_dict() for c in pool],
         "scored": [{"config": r["config"].to_dict(), "flops": r["flops"], "score": r["score"]} for r in records],
     }
-    atomic_write_text(run_dir / POOL_FILE, json.dumps(body))
+    atomic_write_text(run_dir / POOL_FILE, to_json(body))  # strict: a proxy score may overflow to inf
 
 
 def load_pool(run_dir: Path, space: SearchSpace) -> tuple[SubnetConfig, ...] | None:
