@@ -5,7 +5,6 @@ plus ``a_max`` and ``a_min``. The pool is saved as ``pool.json`` in the run dire
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from tqdm import tqdm
 
 from matchnas import cost
 from matchnas.errors import MatchnasError
-from matchnas.io import atomic_write_text, to_json
+from matchnas.io import atomic_write_text, read_json, to_json
 from matchnas.nn import Supernet
 from matchnas.space import SearchSpace, SubnetConfig
 
@@ -69,7 +68,10 @@ def load_pool(run_dir: Path, space: SearchSpace) -> tuple[SubnetConfig, ...] | N
     path = Path(run_dir) / POOL_FILE
     if not path.exists():
         return None
-    pool = tuple(SubnetConfig.from_dict(c) for c in json.loads(path.read_text())["pool"])
+    body = read_json(path, "the run's narrowed pool")
+    if not isinstance(body, dict) or not isinstance(body.get("pool"), list):
+        raise MatchnasError(f"{path}: not a narrowed pool (no 'pool' list)")
+    pool = tuple(SubnetConfig.from_dict(c) for c in body["pool"])
     for config in pool:
         if config not in space:
             raise MatchnasError(f"{path}: config {config.id} is not in space '{space.name}'")
