@@ -27,7 +27,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from matchnas.convert import from_pretrained
+from matchnas.convert import from_pretrained, get_backbone
 from matchnas.data import (
     BatchStream,
     Split,
@@ -48,7 +48,7 @@ from matchnas.errors import MatchnasError
 from matchnas.experiment import Experiment, experiment_from_dict
 from matchnas.io import atomic_write_text
 from matchnas.nn import Supernet
-from matchnas.space import SubnetConfig
+from matchnas.space import SearchSpace, SubnetConfig
 from matchnas.train.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
 from matchnas.train.distributed import (
     Placement,
@@ -124,9 +124,20 @@ def _resized(source: DataSource, size: int) -> DataSource:
     return DataSource(source.name, fix(source.train), fix(source.test), fix(source.unlabeled), source.allow_flip)
 
 
-def build_supernet(experiment: Experiment, num_classes: int) -> Supernet:
+def build_supernet(experiment: Experiment, num_classes: int, checkpoint: dict | None = None) -> Supernet:
+    """A new run's supernet: the pre-trained backbone in the experiment's space. With a run's
+    ``checkpoint``, the supernet of that run instead, rebuilt from the space the checkpoint
+    recorded (the caller loads its weights), so a shipped space file edited since, or a convention
+    the run predates (``padding``: runs made before it was recorded pad ``k // 2``), never changes
+    a trained model's function."""
     m = experiment.model
-    supernet = from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed)
+    if checkpoint is None:
+        supernet = from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed)
+    else:
+        if not isinstance(checkpoint.get("space"), dict):
+            raise MatchnasError("the checkpoint records no search space")
+        space = SearchSpace.from_dict(checkpoint["space"], source="the checkpoint's space")
+        supernet = Supernet(space, num_classes, bn_eps=get_backbone(m.backbone).bn_eps)
     supernet.dropout.p = m.dropout
     return supernet
 
@@ -206,7 +217,8 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
 
     # Everything that can fail on bad input happens before the run directory is written.
     data = prepare_data(experiment, run_dir)
-    supernet = build_supernet(experiment, data.num_classes)
+    state = load_checkpoint(run_dir / LATEST) if resume else None
+    supernet = build_supernet(experiment, data.num_classes, state)
     fixed = single_config(experiment, supernet)
     settings = LossSettings(t.loss, t.pseudo_labels, t.tau, t.label_smoothing, t.lambda_u, t.lambda_kd)
     if len(data.sets.unlabeled) == 0 and settings.loss != "sup":
@@ -226,7 +238,6 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
                 save_pool(run_dir, pool, records, dataclasses.asdict(experiment.narrow))
             atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
 
-    state = load_checkpoint(run_dir / LATEST) if resume else None
     plan = SplitPlan.from_dict(state["split"]) if state and state.get("split") else None
     if plan is not None:
         supernet = SplitSupernet.from_parent(supernet, plan)
@@ -415,7 +426,7 @@ def load_run(run_dir: str | Path, which: str = FINAL) -> tuple[Experiment, Super
     state = load_checkpoint(path)
     experiment = experiment_from_dict(state["experiment"])
     data = prepare_data(experiment, run_dir)
-    supernet = build_supernet(experiment, data.num_classes)
+    supernet = build_supernet(experiment, data.num_classes, state)
     if state.get("split"):
         supernet = SplitSupernet.from_parent(supernet, SplitPlan.from_dict(state["split"]))
     supernet.load_state_dict(state["model"])
