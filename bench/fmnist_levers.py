@@ -23,7 +23,7 @@ import dataclasses
 import json
 
 import numpy as np
-from suite import RUNS, Evaluator, ensure_run, parse_mode, write_results
+from suite import RUNS, Evaluator, ensure_run, parse_mode, run_path, write_results
 
 from matchnas import cost
 from matchnas.io import atomic_write_text
@@ -90,7 +90,8 @@ def screen_row(row: str, mode, seed: int) -> dict:
 
 
 def table(results: dict[str, dict], mode, seed: int) -> str:
-    base = results.get("baseline")
+    cached = run_path(run_name("baseline"), mode, seed) / "levers.json"  # a shard may lack the baseline
+    base = results.get("baseline") or (json.loads(cached.read_text()) if cached.exists() else None)
     lines = [f"| lever ({mode.steps} steps, seed {seed}) | maxnet % | mid % | minnet % | s/step | step time vs baseline |",
              "|---|---:|---:|---:|---:|---:|"]
     for row, r in results.items():
