@@ -81,11 +81,11 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real = loop.train_step
 
-    def poisoned(model, configs, batch, settings):
-        metrics = real(model, configs, batch, settings)
+    def poisoned(model, configs, batch, settings, **levers):
+        metrics = real(model, configs, batch, settings, **levers)
         if poisoned.calls == 4:
             batch.x.fill_(float("nan"))
-            return real(model, configs, batch, settings)
+            return real(model, configs, batch, settings, **levers)
         poisoned.calls += 1
         return metrics
 

@@ -57,6 +57,25 @@ class TrainConfig:
     sync_bn: bool = False  # under torchrun: batch statistics over all ranks
     checkpoint_every: int = 50
     recalibration_images: int = 512  # weak-view training images used to re-estimate BN
+    # Training levers of issue 13 (train/levers.py). Every default reproduces the recipe before
+    # the levers existed; a default changes only after a measurement says so (docs/benchmarks.md).
+    # The teacher first (OFA's progressive shrinking; DepS, arXiv 2407.06167): for the first
+    # ``teacher_warmup`` fraction of the steps only the maxnet trains (labels + FixMatch; students
+    # are not even forwarded), then the students' loss weight ramps linearly from 0 to 1 over the
+    # next ``student_ramp`` fraction of the steps.
+    teacher_warmup: float = 0.0
+    student_ramp: float = 0.0
+    # Roles in the sandwich (BigNAS, AlphaNet): the weight of the students' labelled and FixMatch
+    # terms; 0 = students learn only by distillation from the maxnet.
+    student_sup_weight: float = 1.0
+    distill_labelled: bool = False  # students also distil the maxnet's logits on the labelled batch
+    distill_view: str = "weak"  # weak | strong: the unlabelled view the students distil on
+    # NASViT (ICLR 2022): project the students' summed gradient off the maxnet's when they conflict.
+    project_conflicts: bool = False
+    # Fine-tuning schedule: lr multiplier of the pre-trained body (the new classifier keeps ``lr``),
+    # and the cosine schedule's final lr as a fraction of ``lr``.
+    body_lr_scale: float = 1.0
+    final_lr: float = 0.0
 
 
 @dataclass
@@ -105,6 +124,7 @@ class Experiment:
                 raise MatchnasError(f"{key} must be at least 1, got {value}")
         if not 0.0 <= t.tau <= 1.0:
             raise MatchnasError(f"train.tau must be in [0, 1], got {t.tau}")
+        _validate_levers(t)
         n = self.narrow
         if not (0.0 < n.keep <= 1.0) or n.candidates < 1 or n.bins < 1:
             raise MatchnasError("narrow.keep must be in (0, 1], narrow.candidates and narrow.bins at least 1")
@@ -119,6 +139,22 @@ class Experiment:
             raise MatchnasError("split.method applies to supernets; a train.single run has nothing to split")
         if (self.data.labels_per_class is None) == (self.data.label_fraction is None):
             raise MatchnasError("set exactly one of data.labels_per_class and data.label_fraction")
+
+
+def _validate_levers(t: TrainConfig) -> None:
+    """The training levers of issue 13 (one-line errors that name the key)."""
+    if t.distill_view not in ("weak", "strong"):
+        raise MatchnasError(f"train.distill_view must be one of weak, strong, got {t.distill_view!r}")
+    unit = {"train.teacher_warmup": t.teacher_warmup, "train.student_ramp": t.student_ramp, "train.final_lr": t.final_lr}
+    for key, value in unit.items():
+        if not 0.0 <= value <= 1.0:
+            raise MatchnasError(f"{key} must be in [0, 1], got {value}")
+    if t.teacher_warmup + t.student_ramp > 1.0:
+        raise MatchnasError(f"train.teacher_warmup + train.student_ramp must be at most 1, got "
+                            f"{t.teacher_warmup} + {t.student_ramp}")
+    for key, value in {"train.student_sup_weight": t.student_sup_weight, "train.body_lr_scale": t.body_lr_scale}.items():
+        if value < 0.0:
+            raise MatchnasError(f"{key} must be at least 0, got {value}")
 
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:

@@ -59,6 +59,7 @@ from matchnas.train.distributed import (
     synchronize_batch_norms,
 )
 from matchnas.train.evaluate import accuracy, calibrated_subnet
+from matchnas.train.levers import student_weight
 from matchnas.train.narrow import load_pool, narrow_space, save_pool
 from matchnas.train.sampler import SelectionIndex, sandwich
 from matchnas.train.split import (
@@ -144,13 +145,20 @@ def build_supernet(experiment: Experiment, num_classes: int, checkpoint: dict | 
 
 def build_optimizer(model: torch.nn.Module, experiment: Experiment):
     """SGD with Nesterov momentum; weight decay on conv and linear weights only (not on biases,
-    BN, or the kernel transforms, which start at the identity); linear warm-up then cosine."""
+    BN, or the kernel transforms, which start at the identity); linear warm-up then cosine down
+    to ``final_lr * lr``. With ``body_lr_scale != 1`` everything but the new classifier (the
+    pre-trained body) learns at ``body_lr_scale * lr`` (fine-tuning: the body moves less than
+    the head that starts from scratch), in groups of their own."""
     t = experiment.train
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
-        (decay if p.dim() > 1 and ".transforms." not in name else no_decay).append(p)
+        decays = p.dim() > 1 and ".transforms." not in name
+        body = t.body_lr_scale != 1.0 and name.split(".")[-2] != "classifier"  # also parts.N.classifier
+        groups.setdefault((body, decays), []).append(p)
     optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [{"params": params, "weight_decay": t.weight_decay if decays else 0.0,
+          "lr": t.lr * (t.body_lr_scale if body else 1.0)}
+         for (body, decays), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1]))],
         lr=t.lr,
         momentum=t.momentum,
         nesterov=True,
@@ -160,7 +168,7 @@ def build_optimizer(model: torch.nn.Module, experiment: Experiment):
         if step < t.warmup_steps:
             return (step + 1) / t.warmup_steps
         progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return t.final_lr + (1.0 - t.final_lr) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -220,7 +228,9 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     state = load_checkpoint(run_dir / LATEST) if resume else None
     supernet = build_supernet(experiment, data.num_classes, state)
     fixed = single_config(experiment, supernet)
-    settings = LossSettings(t.loss, t.pseudo_labels, t.tau, t.label_smoothing, t.lambda_u, t.lambda_kd)
+    settings = LossSettings(t.loss, t.pseudo_labels, t.tau, t.label_smoothing, t.lambda_u, t.lambda_kd,
+                            student_sup_weight=t.student_sup_weight, distill_labelled=t.distill_labelled,
+                            distill_view=t.distill_view, project_conflicts=t.project_conflicts)
     if len(data.sets.unlabeled) == 0 and settings.loss != "sup":
         raise MatchnasError(f"train.loss={t.loss} needs unlabelled images, and the split left none")
     if resume:
@@ -301,6 +311,9 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
                 part = part_schedule(plan, step)
                 configs = sandwich(plan.subspace(supernet.space, part), t.seed, step, t.n_random,
                                    restrict_pool(pool, plan, part))
+            weight = student_weight(step, t.steps, t.teacher_warmup, t.student_ramp)
+            if weight == 0.0:
+                configs = configs[:1]  # the teacher's warm-up: students are not even forwarded
             for config in configs:
                 index.record(config, step + 1)
             batch = make_batch(data, experiment, step, labelled, unlabelled, placement)
@@ -308,7 +321,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             optimizer.zero_grad(set_to_none=True)
             try:
                 with autocast:
-                    metrics = train_step(supernet, configs, batch, settings)
+                    metrics = train_step(supernet, configs, batch, settings, student_weight=weight)
             except NonFiniteLoss as err:
                 raise MatchnasError(
                     f"{err} at step {step}: stopped; the last good checkpoint is {run_dir / LATEST}"
@@ -320,6 +333,8 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             metrics = average_metrics(metrics, placement)
             if part is not None:
                 metrics["part"] = part
+            if t.teacher_warmup or t.student_ramp:
+                metrics["student_weight"] = weight
             seconds = time.perf_counter() - began
             images = placement.world_size * (batch.x.shape[0] + (batch.u_weak.shape[0] if batch.u_weak is not None else 0))
             if placement.is_main:
