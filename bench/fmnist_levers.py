@@ -48,7 +48,8 @@ SUPERNET = ["train.loss=full"]  # the screen is about the supernet, whatever the
 
 
 def run_name(row: str) -> str:
-    return "levers-" + row.replace("+", "_").replace("=", "")
+    """The baseline is the suite's own full-loss supernet (Table 3's row d: one run, not two)."""
+    return "supernet-full" if row == "baseline" else "levers-" + row.replace("+", "_").replace("=", "")
 
 
 def mid_config(space: SearchSpace, num_classes: int, samples: int = 201) -> SubnetConfig:
