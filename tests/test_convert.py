@@ -15,19 +15,13 @@ FIXTURE = "tests/fixtures/chelsea-224.jpg"  # CC0 photo of a tabby cat (scikit-i
 IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger, Persian, Siamese, Egyptian cat
 
 
-def _reference(name: str) -> torch.nn.Module:
-    """The independent implementation (PyPI efficientnet-lite-pytorch) with the same weights.
-
-    Its convs use TensorFlow 'SAME' padding (asymmetric at stride 2); matchnas uses plain k // 2
-    padding, so the reference's padding is switched to k // 2 for an exact comparison."""
+def _reference(name: str, resolution: int) -> torch.nn.Module:
+    """The independent implementation (PyPI efficientnet-lite-pytorch) with the same weights and
+    its own TensorFlow "SAME" padding for ``resolution``, untouched."""
     from efficientnet_lite_pytorch import EfficientNet
 
-    net = EfficientNet.from_name(name)
+    net = EfficientNet.from_name(name, image_size=resolution)
     net.load_state_dict(BACKBONES[name].load_state_dict())
-    for m in net.modules():
-        if hasattr(m, "static_padding"):
-            k = m.weight.shape[-1]
-            m.static_padding, m.padding = torch.nn.Identity(), (k // 2, k // 2)
     return net.eval()
 
 
@@ -37,14 +31,26 @@ def _full_space(name: str, resolution: int) -> SearchSpace:
     return SearchSpace.from_dict(data)
 
 
-@pytest.mark.parametrize("name, resolution", [("efficientnet-lite0", 224), ("efficientnet-lite1", 96), ("efficientnet-lite2", 96)])
-def test_maxnet_equals_the_original_network(name, resolution):
+@pytest.mark.parametrize(
+    "name, resolution",
+    [("efficientnet-lite0", r) for r in (24, 32, 64, 224)] + [("efficientnet-lite1", 96), ("efficientnet-lite2", 96)],
+)
+def test_maxnet_and_its_extraction_equal_the_original_network(name, resolution):
     space = _full_space(name, resolution)
     net = from_pretrained(name, space=space).eval()
     x = torch.randn(2, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        ours, theirs = net(x, space.max()), _reference(name)(x)
+        ours, theirs = net(x, space.max()), _reference(name, resolution)(x)
+        extracted = net.extract(space.max()).eval()(x)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4 * theirs.abs().max().item())
+    torch.testing.assert_close(extracted, ours, rtol=1e-5, atol=1e-5)
+
+
+def test_a_space_that_pads_otherwise_than_the_backbone_is_refused():
+    data = load_space("efficientnet-lite0").to_dict()
+    data.pop("padding")  # a space file written before the key existed: symmetric k // 2
+    with pytest.raises(MatchnasError, match="pads 'symmetric' but efficientnet-lite0 was trained with 'same'"):
+        from_pretrained("efficientnet-lite0", space=SearchSpace.from_dict(data))
 
 
 def test_photo_gets_its_imagenet_class():

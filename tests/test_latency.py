@@ -23,7 +23,9 @@ from matchnas.latency import (
     measure_latency,
     measured_latency_cost,
 )
-from matchnas.space import SearchSpace, StageConfig, SubnetConfig
+from matchnas.nn import Supernet
+from matchnas.space import SearchSpace, StageConfig, SubnetConfig, load_space
+from tests.conftest import randomize_batch_norms
 
 MICRO_SPACE = {  # 8 part shapes: enough to run the whole build through onnxruntime in a second
     "name": "micro",
@@ -84,14 +86,33 @@ def test_onnx_model_used_for_timing_gives_the_module_logits(tiny_supernet, tiny_
     assert np.abs(runner.outputs(x.numpy()) - expected).max() < 1e-4
 
 
+@pytest.mark.parametrize("resolution", [24, 28, 32])
+def test_onnx_model_of_a_same_padded_lite0_subnet_gives_the_module_logits(resolution):
+    space = load_space("efficientnet-lite0")  # TensorFlow "same" padding
+    torch.manual_seed(0)
+    supernet = Supernet(space, num_classes=10)
+    randomize_batch_norms(supernet, torch.Generator().manual_seed(0))
+    config = replace(space.sample(np.random.default_rng(resolution)), resolution=resolution)
+    static = supernet.eval().extract(config).eval()
+    runner = Runner(static, (2, 3, resolution, resolution), "onnxruntime")
+    x = torch.randn(2, 3, resolution, resolution, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = static(x).numpy()
+    assert np.abs(runner.outputs(x.numpy()) - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
+
+
+@pytest.mark.parametrize("padding", ["symmetric", "same"])
 @pytest.mark.parametrize("kind", ["stem", "block", "head"])
-def test_part_modules_run_at_their_input_shape_in_onnxruntime(tiny_space, kind):
-    part = next(p for p in enumerate_parts(tiny_space, 5) if p.kind == kind)
-    runner = Runner(part.module(), part.input_shape, "onnxruntime")
+def test_part_modules_run_at_their_input_shape_in_onnxruntime(tiny_space, kind, padding):
+    space = replace(tiny_space, padding=padding)
+    part = next(p for p in enumerate_parts(space, 5) if p.kind == kind and p.stride != 1)
+    assert part.padding == padding
+    module = part.module()
+    runner = Runner(module, part.input_shape, "onnxruntime")
     x = np.random.default_rng(0).standard_normal(part.input_shape).astype(np.float32)
     with torch.no_grad():
-        expected = part.module().eval()(torch.from_numpy(x)).shape
-    assert runner.outputs(x).shape == tuple(expected)
+        expected = module(torch.from_numpy(x)).numpy()
+    assert np.abs(runner.outputs(x) - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
 
 
 def test_measure_interleaved_runs_every_runner_once_per_round_and_keeps_the_fastest():

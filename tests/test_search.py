@@ -47,14 +47,48 @@ def test_fixed_rule_ranks_random_subnets_by_index(tiny_supernet, rng):
     ctx = SearchContext(tiny_supernet, metric, index=index)
     cost_max, cost_min = metric(space.max()), metric(space.min())
     mid = float(np.median([metric(c) for c in randoms]))
-    result = run_strategy("fixed", ctx, [cost_min - 1, mid, cost_max])
+    result = run_strategy("fixed-literal", ctx, [cost_min - 1, mid, cost_max])
     none_fits, middle, top = result.picks
     assert none_fits.config is None and none_fits.cost == cost_min
     fitting = [c for c in randoms if metric(c) <= mid and c not in (space.max(), space.min())]
     assert middle.config == max(fitting, key=lambda c: index.scores[c])  # argmax I(a) under the budget
     assert top.config == space.max()
-    only_min = run_strategy("fixed", ctx, [cost_min])
+    only_min = run_strategy("fixed-literal", ctx, [cost_min])
     assert only_min.picks[0].config == space.min() or metric(only_min.picks[0].config) <= cost_min
+
+
+def _cheap_last_index(net, rng):
+    """An index whose most recent random subnets are the cheapest (what the literal rule trips
+    on): randoms sampled in order of decreasing cost, plus max and min at every step."""
+    space, metric = net.space, _flops_metric(net)
+    randoms = sorted(dict.fromkeys(space.sample(rng) for _ in range(60)), key=metric, reverse=True)
+    randoms = [c for c in randoms if c not in (space.max(), space.min())]
+    index = SelectionIndex()
+    for t, config in enumerate(randoms, start=1):
+        for c in (space.max(), space.min(), config):
+            index.record(c, t)
+    return randoms, index
+
+
+def test_fixed_rule_picks_rise_with_the_budget(tiny_supernet, rng):
+    space, metric = tiny_supernet.space, _flops_metric(tiny_supernet)
+    randoms, index = _cheap_last_index(tiny_supernet, rng)
+    ctx = SearchContext(tiny_supernet, metric, index=index)
+    costs = sorted(metric(c) for c in randoms)
+    budgets = [float(np.quantile(costs, q)) for q in (0.2, 0.4, 0.6, 0.8, 1.0)]
+    literal = [p.config for p in run_strategy("fixed-literal", ctx, budgets).picks]
+    assert len(set(literal)) == 1  # the most recent subnet fits every budget: always the same pick
+    banded = run_strategy("fixed", ctx, budgets).picks
+    picked = [p.cost for p in banded]
+    assert picked == sorted(picked) and len(set(picked)) >= 4  # the picks rise with the budget
+    for pick in banded:
+        band = [c for c in randoms if 0.7 * pick.budget <= metric(c) <= pick.budget]
+        assert pick.config == max(band, key=lambda c: index.scores[c])  # the most recent in the band
+    narrow = run_strategy("fixed:1.0", ctx, [costs[0] + 0.5])  # an empty band: the literal rule
+    assert narrow.picks[0].config == run_strategy("fixed-literal", ctx, [costs[0] + 0.5]).picks[0].config
+    assert run_strategy("fixed", ctx, [metric(space.max())]).picks[0].config == space.max()
+    with pytest.raises(MatchnasError, match="fixed:LAMBDA"):
+        run_strategy("fixed:wide", ctx, budgets)
 
 
 def test_fixed_rule_respects_the_pool(tiny_supernet, rng):

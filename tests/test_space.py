@@ -1,3 +1,4 @@
+import hashlib
 import itertools
 import json
 
@@ -131,6 +132,7 @@ def test_yaml_round_trip(tiny_space, tmp_path):
         (lambda d: d["stages"][1].update(kernel=[[3], [3]]), "per-block lists"),
         (lambda d: d["stages"][0].update(expand=["big"]), "not a valid number"),
         (lambda d: d.pop("stages"), "missing key 'stages'"),
+        (lambda d: d.update(padding="valid"), "padding must be one of same, symmetric, got 'valid'"),
     ],
 )
 def test_bad_space_files_name_the_problem(edit, message, tmp_path):
@@ -140,6 +142,17 @@ def test_bad_space_files_name_the_problem(edit, message, tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(MatchnasError, match=message):
         SearchSpace.from_yaml(path)
+
+
+def test_a_space_written_before_padding_was_recorded_is_symmetric_with_its_old_digest():
+    legacy = json.loads(json.dumps(TINY_SPACE))  # no "padding" key, as every space was before
+    space = SearchSpace.from_dict(legacy)
+    old_digest = hashlib.sha1(json.dumps({k: v for k, v in space.to_dict().items() if k not in ("name", "padding")},
+                                         sort_keys=True).encode()).hexdigest()[:12]
+    assert space.padding == "symmetric" and space.digest == old_digest
+    same = SearchSpace.from_dict({**legacy, "padding": "same"})
+    assert same.digest != space.digest  # a config for one is refused by the other
+    assert SearchSpace.from_dict(same.to_dict()) == same
 
 
 def test_shipped_spaces_load():

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -6,8 +8,9 @@ from torch import nn
 from matchnas.errors import MatchnasError
 from matchnas.nn import ElasticDepthwiseConv2d, StaticNet, Supernet
 from matchnas.nn.blocks import ElasticMBConv, MBConv
-from matchnas.space import load_space
-from tests.conftest import randomize_batch_norms
+from matchnas.nn.ops import same_pads
+from matchnas.space import SearchSpace, load_space
+from tests.conftest import TINY_SPACE, randomize_batch_norms
 
 
 def _input(config, n=3, channels=3, seed=0):
@@ -15,25 +18,42 @@ def _input(config, n=3, channels=3, seed=0):
     return torch.randn(n, channels, config.resolution, config.resolution, generator=g)
 
 
-def test_extracted_equals_supernet_for_random_configs(tiny_supernet, tiny_space):
+@pytest.mark.parametrize("padding", ["symmetric", "same"])
+def test_extracted_equals_supernet_for_random_configs(padding):
+    space = SearchSpace.from_dict({**TINY_SPACE, "resolutions": [15, 16, 20], "padding": padding})
+    torch.manual_seed(0)
+    supernet = Supernet(space, num_classes=5)
+    randomize_batch_norms(supernet, torch.Generator().manual_seed(1))
+    supernet.eval()
     rng = np.random.default_rng(0)
-    configs = [tiny_space.max(), tiny_space.min()] + [tiny_space.sample(rng) for _ in range(60)]
+    configs = [space.max(), space.min()] + [space.sample(rng) for _ in range(60)]
     for config in configs:
         x = _input(config)
         with torch.no_grad():
-            expected = tiny_supernet(x, config)
-            got = tiny_supernet.extract(config).eval()(x)
+            expected = supernet(x, config)
+            got = supernet.extract(config).eval()(x)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "size, kernel, stride, pads",
+    [(32, 3, 2, (0, 1)), (32, 5, 2, (1, 2)), (31, 3, 2, (1, 1)), (31, 5, 2, (2, 2)), (16, 3, 1, (1, 1)),
+     (16, 5, 1, (2, 2)), (2, 5, 2, (1, 2)), (1, 3, 2, (1, 1))],
+)
+def test_same_padding_is_tensorflows(size, kernel, stride, pads):
+    assert same_pads(size, kernel, stride) == pads
+
+
 def test_extracted_equals_supernet_on_lite0_space():
-    space = load_space("efficientnet-lite0")
+    space = load_space("efficientnet-lite0")  # TensorFlow "same" padding at 24, 28 and 32 px
+    assert space.padding == "same"
     torch.manual_seed(0)
     net = Supernet(space, num_classes=10)
     randomize_batch_norms(net, torch.Generator().manual_seed(0))
     net.eval()
     rng = np.random.default_rng(1)
-    for config in [space.max(), space.min()] + [space.sample(rng) for _ in range(8)]:
+    sampled = [dataclasses.replace(space.sample(rng), resolution=r) for r in space.resolutions for _ in range(3)]
+    for config in [space.max(), space.min()] + sampled:
         x = _input(config, n=2)
         with torch.no_grad():
             torch.testing.assert_close(net.extract(config)(x), net(x, config), rtol=1e-5, atol=1e-5)

@@ -81,11 +81,11 @@ def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real = loop.train_step
 
-    def poisoned(model, configs, batch, settings):
-        metrics = real(model, configs, batch, settings)
+    def poisoned(model, configs, batch, settings, **levers):
+        metrics = real(model, configs, batch, settings, **levers)
         if poisoned.calls == 4:
             batch.x.fill_(float("nan"))
-            return real(model, configs, batch, settings)
+            return real(model, configs, batch, settings, **levers)
         poisoned.calls += 1
         return metrics
 
@@ -230,3 +230,22 @@ def test_eval_search_and_export_work_on_a_split_run(split_run, tmp_path, capsys)
 def test_split_needs_a_supernet(capsys, tmp_path):
     assert main(["train", "--out", str(tmp_path / "r"), "--set", "split.method=gm", "--set", "train.single=max"]) == 2
     assert "nothing to split" in capsys.readouterr().err
+
+
+def test_a_run_made_before_padding_was_recorded_keeps_its_symmetric_padding(tmp_path):
+    run = tmp_path / "run"
+    loop.train(load_experiment(None, TINY + ["train.steps=2"]), run)
+    for name in (LATEST, FINAL):  # what a checkpoint of an older matchnas holds: no "padding" key
+        state = torch.load(run / name, weights_only=True)
+        assert state["space"].pop("padding") == "same"
+        torch.save(state, run / name)
+    _, supernet, _, state = loop.load_run(run)
+    assert supernet.space.padding == "symmetric"
+    config = supernet.space.max()
+    x = torch.randn(4, 3, config.resolution, config.resolution, generator=torch.Generator().manual_seed(0))
+    same = loop.build_supernet(load_experiment(None, TINY), 10).eval()
+    same.load_state_dict(state["model"])
+    with torch.no_grad():  # same weights, another function: the padding was really kept
+        assert not torch.allclose(supernet.eval()(x, config), same(x, config))
+    loop.resume(run)  # a finished run: nothing to train, the evaluation is redone with its padding
+    assert torch.load(run / FINAL, weights_only=True)["space"]["padding"] == "symmetric"

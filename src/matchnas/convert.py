@@ -36,7 +36,8 @@ class Backbone:
     """A pre-trained MBConv network: where its weights live and the shape they have.
 
     ``stages`` lists ``(repeats, kernel, stride, expand, out_channels)`` per stage. Input
-    normalisation is ``(x - mean) / std`` on the 0..255 pixel scale.
+    normalisation is ``(x - mean) / std`` on the 0..255 pixel scale. ``padding`` is how its strided
+    convolutions padded in training (``"same"``: TensorFlow); a space for it must say the same.
     """
 
     name: str
@@ -49,6 +50,7 @@ class Backbone:
     std: float = 128.0
     bn_eps: float = 1e-3
     resolution: int = 224
+    padding: str = "same"
 
     def load_state_dict(self) -> dict[str, torch.Tensor]:
         try:
@@ -145,6 +147,11 @@ def _check_fits(space: SearchSpace, spec: Backbone) -> None:
     where = f"space '{space.name}' does not fit {spec.name}"
     if len(space.stages) != len(spec.stages):
         raise MatchnasError(f"{where}: {len(space.stages)} stages, the network has {len(spec.stages)}")
+    if space.padding != spec.padding:
+        raise MatchnasError(
+            f"{where}: it pads '{space.padding}' but {spec.name} was trained with '{spec.padding}' padding "
+            f"(add 'padding: {spec.padding}' to the space file)"
+        )
     if (space.stem_width, space.head_width) != (spec.stem_width, spec.head_width):
         raise MatchnasError(f"{where}: stem/head widths must be {spec.stem_width}/{spec.head_width}")
     for i, (s, (repeats, _, stride, expand, width)) in enumerate(zip(space.stages, spec.stages)):

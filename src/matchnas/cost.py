@@ -57,7 +57,7 @@ class Layer:
 
 
 def _out_size(size: int, stride: int) -> int:
-    return (size - 1) // stride + 1  # odd kernel k with padding k // 2
+    return (size - 1) // stride + 1  # = ceil(size / stride): odd kernel k, padding k // 2 or TensorFlow "same"
 
 
 def layers(space: SearchSpace, config: SubnetConfig, num_classes: int, in_chans: int = 3) -> list[Layer]:

@@ -52,6 +52,7 @@ from matchnas import cost
 from matchnas.errors import MatchnasError
 from matchnas.io import atomic_write_json, check_writable, read_json
 from matchnas.nn.blocks import MBConv, hidden_channels
+from matchnas.nn.ops import static_conv2d
 from matchnas.space import SearchSpace, SubnetConfig
 
 RUNTIMES = ("onnxruntime", "torch")
@@ -67,7 +68,8 @@ class Part:
     ``in_channels -> hidden -> out_channels``, depthwise ``kernel``/``stride``, with a 1x1
     expansion conv when ``expansion``, a residual addition when ``residual``) or ``"head"``
     (conv 1x1 to ``out_channels`` + BN + ReLU6, global average pool, linear to ``classes``).
-    Fields a kind does not use are 0 / False.
+    Fields a kind does not use are 0 / False. ``padding`` is the space's convention ("same" adds an
+    explicit pad before strided convs, so it is timed).
     """
 
     kind: str
@@ -80,6 +82,7 @@ class Part:
     residual: bool = False
     expansion: bool = False
     classes: int = 0
+    padding: str = "symmetric"
 
     def __str__(self) -> str:
         if self.kind == "block":
@@ -98,7 +101,7 @@ class Part:
         """A standalone eval-mode module of this shape with random weights."""
 
         def conv_bn(cin, cout, k=1, stride=1, groups=1):
-            return nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
+            return static_conv2d(cin, cout, k, stride, groups, self.padding), nn.BatchNorm2d(cout)
 
         if self.kind == "stem":
             module = nn.Sequential(*conv_bn(self.in_channels, self.out_channels, 3, 2), nn.ReLU6())
@@ -115,7 +118,7 @@ class Part:
 
 
 def _out_size(size: int, stride: int) -> int:
-    return (size - 1) // stride + 1  # odd kernel k, padding k // 2 (as in matchnas.cost)
+    return (size - 1) // stride + 1  # odd kernel k, padding k // 2 or "same" (as in matchnas.cost)
 
 
 def enumerate_parts(space: SearchSpace, num_classes: int, in_chans: int = 3) -> list[Part]:
@@ -123,7 +126,7 @@ def enumerate_parts(space: SearchSpace, num_classes: int, in_chans: int = 3) -> 
     (not sampled), sorted. Blocks at different positions or resolutions with equal shapes count once."""
     parts: set[Part] = set()
     for resolution in space.resolutions:
-        parts.add(Part("stem", in_chans, space.stem_width, resolution))
+        parts.add(Part("stem", in_chans, space.stem_width, resolution, padding=space.padding))
         size, widths_in = _out_size(resolution, 2), (space.stem_width,)
         for s in space.stages:
             size_out = _out_size(size, s.stride)
@@ -133,10 +136,10 @@ def enumerate_parts(space: SearchSpace, num_classes: int, in_chans: int = 3) -> 
                 for (cin, cout), e, k in itertools.product(pairs, s.expands[b], s.kernels[b]):
                     hidden = hidden_channels(cin, e) if expansion else cin
                     stride, at = (s.stride, size) if b == 0 else (1, size_out)
-                    parts.add(Part("block", cin, cout, at, hidden, k, stride, b > 0, expansion))
+                    parts.add(Part("block", cin, cout, at, hidden, k, stride, b > 0, expansion, padding=space.padding))
             size, widths_in = size_out, s.widths
         for cin in widths_in:
-            parts.add(Part("head", cin, space.head_width, size, classes=num_classes))
+            parts.add(Part("head", cin, space.head_width, size, classes=num_classes, padding=space.padding))
     return sorted(parts)
 
 
@@ -146,7 +149,7 @@ def config_parts(space: SearchSpace, config: SubnetConfig, num_classes: int, in_
     layers = cost.layers(space, config, num_classes, in_chans)
     by_name = {layer.name: layer for layer in layers}
     stem, head = by_name["stem"], by_name["head"]
-    parts = [Part("stem", stem.in_channels, stem.out_channels, stem.size_in)]
+    parts = [Part("stem", stem.in_channels, stem.out_channels, stem.size_in, padding=space.padding)]
     blocks = dict.fromkeys(name.rsplit(".", 1)[0] for name in by_name if name.startswith("stages."))
     for block in blocks:
         pw, dw, pwl = by_name.get(f"{block}.conv_pw"), by_name[f"{block}.conv_dw"], by_name[f"{block}.conv_pwl"]
@@ -154,10 +157,10 @@ def config_parts(space: SearchSpace, config: SubnetConfig, num_classes: int, in_
         residual = int(block.rsplit(".", 1)[1]) > 0  # every block of a stage but the first
         parts.append(
             Part("block", first.in_channels, pwl.out_channels, first.size_in, dw.in_channels, dw.kernel,
-                 dw.stride, residual, pw is not None)
+                 dw.stride, residual, pw is not None, padding=space.padding)
         )  # fmt: skip
     classes = by_name["classifier"].out_channels
-    parts.append(Part("head", head.in_channels, head.out_channels, head.size_in, classes=classes))
+    parts.append(Part("head", head.in_channels, head.out_channels, head.size_in, classes=classes, padding=space.padding))
     return parts
 
 
@@ -432,9 +435,10 @@ class LatencyTable:
                 f"{path}: made for space '{data.get('space')}' ({data.get('space_digest')}), "
                 f"not for '{space.name}' ({space.digest})"
             )
-        names = {f.name for f in fields(Part)}
+        names = {f.name for f in fields(Part)} - {"padding"}  # tables made before it are symmetric
         try:
-            entries = {Part(**{k: e[k] for k in names}): float(e["ms"]) for e in data["entries"]}
+            entries = {Part(**{k: e[k] for k in names}, padding=e.get("padding", "symmetric")): float(e["ms"])
+                       for e in data["entries"]}
             return cls(
                 space, int(data["num_classes"]), data["runtime"], int(data["threads"]), entries,
                 float(data["intercept_ms"]), float(data["overhead_ms"]), int(data["in_chans"]), data["meta"],

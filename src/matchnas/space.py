@@ -31,7 +31,8 @@ import yaml
 from matchnas.errors import MatchnasError
 
 _STAGE_KEYS = {"stride", "depth", "width", "kernel", "expand", "per_block"}
-_SPACE_KEYS = {"name", "backbone", "resolutions", "stem_width", "head_width", "stages"}
+_SPACE_KEYS = {"name", "backbone", "resolutions", "stem_width", "head_width", "stages", "padding"}
+PADDINGS = ("same", "symmetric")
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,12 @@ class SearchSpace:
 
     ``stem_width`` and ``head_width`` are fixed channel counts of the stem conv and the final 1x1
     conv; they belong to the maxnet's shape, not to the search.
+
+    ``padding`` is how strided convolutions pad, a property of the backbone's training: ``"same"``
+    (TensorFlow, e.g. EfficientNet-Lite: computed from the input size, asymmetric at stride 2 on
+    even sizes) or ``"symmetric"`` (``k // 2``, PyTorch-trained networks). A space without the key
+    is symmetric: every space written before the key existed meant that, so runs trained then keep
+    their function.
     """
 
     name: str
@@ -130,6 +137,7 @@ class SearchSpace:
     stem_width: int
     head_width: int
     stages: tuple[StageSpace, ...]
+    padding: str = "symmetric"
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -137,7 +145,10 @@ class SearchSpace:
         """Validate and build; every error names ``source`` and the offending key or value."""
         if not isinstance(data, dict):
             raise MatchnasError(f"{source}: expected a mapping at the top level")
-        _check_keys(data, _SPACE_KEYS, source, required=_SPACE_KEYS)
+        _check_keys(data, _SPACE_KEYS, source, required=_SPACE_KEYS - {"padding"})
+        padding = data.get("padding", "symmetric")
+        if padding not in PADDINGS:
+            raise MatchnasError(f"{source}: padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
         stages_data = data["stages"]
         if not isinstance(stages_data, list) or not stages_data:
             raise MatchnasError(f"{source}: 'stages' must be a non-empty list")
@@ -149,6 +160,7 @@ class SearchSpace:
             stem_width=_positive_int(data["stem_width"], f"{source}: stem_width"),
             head_width=_positive_int(data["head_width"], f"{source}: head_width"),
             stages=stages,
+            padding=padding,
         )
         return space
 
@@ -178,14 +190,18 @@ class SearchSpace:
             "resolutions": list(self.resolutions),
             "stem_width": self.stem_width,
             "head_width": self.head_width,
+            "padding": self.padding,
             "stages": stages,
         }
 
     @property
     def digest(self) -> str:
-        """Fingerprint of the choices (not the name): configs carry it to detect a foreign space."""
+        """Fingerprint of the choices and the padding (not the name): configs carry it to detect a
+        foreign space. Symmetric padding is left out, so digests made before the key existed hold."""
         body = self.to_dict()
         body.pop("name")
+        if body["padding"] == "symmetric":
+            body.pop("padding")
         return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
     # -- the configs ------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Submodule names follow timm's ``InvertedResidual``: ``conv_pw/bn1`` (expansion, absent when the
 block's largest expansion ratio is 1), ``conv_dw/bn2`` (depthwise), ``conv_pwl/bn3`` (linear
-projection). EfficientNet-Lite uses ReLU6 and no squeeze-excitation.
+projection). EfficientNet-Lite uses ReLU6 and no squeeze-excitation. ``padding`` is the space's
+convention for the strided depthwise conv (:func:`matchnas.nn.ops.static_conv2d`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ElasticMBConv(nn.Module):
         residual: bool,
         bn_eps: float,
         bn_momentum: float,
+        padding: str = "symmetric",
     ):
         super().__init__()
         self.stride = stride
@@ -46,7 +48,7 @@ class ElasticMBConv(nn.Module):
             self.bn1 = ElasticBatchNorm2d(max_hidden, eps=bn_eps, momentum=bn_momentum)
         else:
             self.conv_pw = self.bn1 = None
-        self.conv_dw = ElasticDepthwiseConv2d(max_hidden, kernel_sizes, stride)
+        self.conv_dw = ElasticDepthwiseConv2d(max_hidden, kernel_sizes, stride, padding)
         self.bn2 = ElasticBatchNorm2d(max_hidden, eps=bn_eps, momentum=bn_momentum)
         self.conv_pwl = ElasticConv2d(max_hidden, max_out)
         self.bn3 = ElasticBatchNorm2d(max_out, eps=bn_eps, momentum=bn_momentum)

@@ -8,9 +8,57 @@ copied weights that the same arguments select (METHOD.md, "Objects": slicing).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from matchnas.space import PADDINGS
+
+
+def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow "SAME" padding of one spatial side: ``(before, after)`` pixels.
+
+    The output has ``ceil(size / stride)`` pixels and the total padding is what that needs,
+    ``max((out - 1) * stride + kernel - size, 0)``, with the odd pixel after. With stride 1 and an
+    odd kernel this is ``k // 2`` on both sides; with stride 2 on an even side it is asymmetric
+    (k=3: 0 before, 1 after; k=5: 1, 2), which is how EfficientNet-Lite was trained."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad_same(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """``x`` (N, C, H, W) zero-padded for a "SAME" conv with no padding of its own, from the
+    input's actual size (so every resolution and every elastic kernel gets its own pads)."""
+    top, bottom = same_pads(int(x.shape[-2]), kernel, stride)
+    left, right = same_pads(int(x.shape[-1]), kernel, stride)
+    return F.pad(x, (left, right, top, bottom))
+
+
+def check_padding(padding: str) -> None:
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+
+
+class Conv2dSame(nn.Conv2d):
+    """A plain conv with TensorFlow "SAME" padding computed from the input size at run time
+    (its own ``padding`` is 0)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(pad_same(x, self.kernel_size[0], self.stride[0]))
+
+
+def static_conv2d(in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1,
+                  padding: str = "symmetric") -> nn.Conv2d:
+    """A bias-free ``nn.Conv2d`` with the space's padding convention (``"same"`` or
+    ``"symmetric"`` = ``k // 2``). Stride 1 with an odd kernel pads ``k // 2`` either way, so only
+    strided "same" convs need :class:`Conv2dSame`."""
+    check_padding(padding)
+    if padding == "same" and stride > 1:
+        return Conv2dSame(in_channels, out_channels, kernel, stride, 0, groups=groups, bias=False)
+    return nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
 
 
 class ElasticConv2d(nn.Module):
@@ -42,12 +90,18 @@ class ElasticDepthwiseConv2d(nn.Module):
     is the centre ``k x k`` of the next larger kernel, flattened and multiplied by a learned
     ``k^2 x k^2`` matrix shared by all channels (``transform_k``, initialised to the identity, so a
     pre-trained kernel's centre crop is exact at conversion). Transforms chain: 7 -> 5 -> 3.
+
+    ``padding`` is ``"same"`` (TensorFlow, computed for the input's size and the chosen kernel at
+    run time) or ``"symmetric"`` (``k // 2``).
     """
 
-    def __init__(self, max_channels: int, kernel_sizes: tuple[int, ...], stride: int = 1):
+    def __init__(self, max_channels: int, kernel_sizes: tuple[int, ...], stride: int = 1,
+                 padding: str = "symmetric"):
         super().__init__()
+        check_padding(padding)
         self.kernel_sizes = tuple(sorted(kernel_sizes))
         self.stride = stride
+        self.padding = padding
         k_max = self.kernel_sizes[-1]
         self.weight = nn.Parameter(torch.empty(max_channels, 1, k_max, k_max))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
@@ -78,10 +132,12 @@ class ElasticDepthwiseConv2d(nn.Module):
             # depthwise weight-gradient path 10-30x slower on small maps (bench/supernet_overhead.py).
             restrided = weight.new_empty_strided(weight.shape, (k * k, 1, k, 1))
             weight = restrided.copy_(weight)
+        if self.padding == "same" and self.stride > 1:
+            return F.conv2d(pad_same(x, k, self.stride), weight, None, self.stride, 0, 1, channels)
         return F.conv2d(x, weight, None, self.stride, k // 2, 1, channels)
 
     def static(self, channels: int, k: int) -> nn.Conv2d:
-        conv = nn.Conv2d(channels, channels, k, self.stride, k // 2, groups=channels, bias=False)
+        conv = static_conv2d(channels, channels, k, self.stride, groups=channels, padding=self.padding)
         with torch.no_grad():
             conv.weight.copy_(self.kernel(channels, k))
         return conv

@@ -2,7 +2,9 @@
 
 Layout (EfficientNet-Lite): stem conv 3x3 stride 2 -> BN -> ReLU6; the stages of MBConv blocks
 (:mod:`matchnas.nn.blocks`); head conv 1x1 -> BN -> ReLU6; global average pool; dropout; linear
-classifier. Stem and head widths are fixed; everything in a stage is elastic (METHOD.md,
+classifier. Strided convs pad as the space says (``space.padding``: TensorFlow "same" for
+EfficientNet-Lite, computed from the input size at run time; or symmetric ``k // 2``). Stem and head
+widths are fixed; everything in a stage is elastic (METHOD.md,
 "Objects": first ``d`` blocks, first ``w`` output channels, first ``e * c_in`` hidden channels,
 centre ``k x k`` of each depthwise kernel through the kernel transform).
 """
@@ -16,7 +18,7 @@ from torch import nn
 
 from matchnas.errors import MatchnasError
 from matchnas.nn.blocks import ElasticMBConv, MBConv
-from matchnas.nn.ops import ElasticBatchNorm2d, ElasticConv2d
+from matchnas.nn.ops import ElasticBatchNorm2d, ElasticConv2d, static_conv2d
 from matchnas.space import SearchSpace, SubnetConfig
 
 
@@ -48,7 +50,7 @@ class Supernet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, space.stem_width, 3, 2, 1, bias=False),
+            static_conv2d(in_chans, space.stem_width, 3, 2, padding=space.padding),
             ElasticBatchNorm2d(space.stem_width, eps=bn_eps, momentum=bn_momentum),
             nn.ReLU6(),
         )
@@ -68,6 +70,7 @@ class Supernet(nn.Module):
                         residual=i > 0,
                         bn_eps=bn_eps,
                         bn_momentum=bn_momentum,
+                        padding=space.padding,
                     )
                 )
             stages.append(nn.ModuleList(blocks))

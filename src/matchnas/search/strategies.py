@@ -5,7 +5,9 @@ A strategy gets a :class:`SearchContext` (the trained supernet, a cost metric, t
 the data it may use) and a list of budgets, and returns a :class:`SearchResult`: one
 :class:`Pick` per budget plus every config it evaluated (for the plot). Strategies:
 
-- ``fixed``: TOFA's Algorithm 2 on the selection index; no data, no network run.
+- ``fixed``: TOFA's Algorithm 2 on the selection index, within the budget's own size range
+  (``fixed:LAMBDA``: indexed subnets costing ``[LAMBDA * b, b]``, 0.7 by default); no data, no
+  network run. ``fixed-literal`` is the paper's rule as written.
 - ``zeroshot:<proxy>``: MatchNAS's zero-shot search: the best proxy score among candidates that
   meet the budget, with the trained weights, on a batch of unlabelled images.
 - ``evolution``: NSGA-II (pymoo) on validation accuracy vs cost (TOFA eq. 5), see
@@ -130,8 +132,8 @@ def _random_candidates(ctx: SearchContext, n: int) -> list[SubnetConfig]:
     return _with_extremes(ctx, [ctx.space.sample(rng) for _ in range(n)])
 
 
-@register_strategy("fixed")
-def fixed_rule(ctx: SearchContext, budgets: list[float], argument: str) -> SearchResult:
+@register_strategy("fixed-literal")
+def literal_fixed_rule(ctx: SearchContext, budgets: list[float], argument: str) -> SearchResult:
     """TOFA's Algorithm 2: ``a* = argmax_{a in S, c(a) <= b} I(a)``, ``S = {a : I(a) > 0}``
     (restricted to the narrowed pool when the run was narrowed).
 
@@ -161,6 +163,46 @@ def fixed_rule(ctx: SearchContext, budgets: list[float], argument: str) -> Searc
             pick = Pick(pick.budget, None, min(ctx.metric(smallest), pick.cost))
         picks.append(pick)
     return SearchResult(picks, scored, score_name="I(a)")
+
+
+FIXED_BAND = 0.7  # lambda: the fixed rule's size range for budget b is [lambda * b, b]
+
+
+@register_strategy("fixed")
+def fixed_rule(ctx: SearchContext, budgets: list[float], argument: str) -> SearchResult:
+    """TOFA's fixed rule within the budget's own size range (``fixed:LAMBDA``, default
+    ``FIXED_BAND``): ``a* = argmax I(a)`` over the indexed subnets with ``lambda * b <= c(a) <= b``.
+
+    Why: TOFA selects "a subnet within each size range", but in a space of ~1e14 configs almost
+    every random subnet is sampled once, so ``I(a)`` is the step it was drawn at and the literal
+    rule (``fixed-literal``) returns the most recently sampled subnet under the budget: the same
+    small subnet for every budget (issue 13). Within the band the most recent (highest-index)
+    subnet still wins, so the rule keeps TOFA's preference for late, well-trained subnets while
+    the pick grows with the budget. ``a_max`` answers any budget it fits, as in the literal rule;
+    a budget whose band holds no indexed subnet falls back to the literal rule."""
+    band = _band(argument)
+    literal = literal_fixed_rule(ctx, budgets, "")
+    picks = []
+    for pick in literal.picks:
+        in_band = [(score, -c, config, c) for config, c, score in literal.evaluated if band * pick.budget <= c <= pick.budget]
+        if pick.config == ctx.space.max() or not in_band:
+            picks.append(pick)
+            continue
+        score, _, config, c = max(in_band, key=lambda row: row[:2])
+        picks.append(Pick(pick.budget, config, c, score))
+    return SearchResult(picks, literal.evaluated, score_name="I(a)")
+
+
+def _band(argument: str) -> float:
+    if not argument:
+        return FIXED_BAND
+    try:
+        band = float(argument)
+    except ValueError:
+        band = -1.0
+    if not 0.0 <= band <= 1.0:
+        raise MatchnasError(f"fixed:LAMBDA expects a fraction in [0, 1] (the budget band [LAMBDA*b, b]), got '{argument}'")
+    return band
 
 
 @register_strategy("zeroshot")

@@ -27,7 +27,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from matchnas.convert import from_pretrained
+from matchnas.convert import from_pretrained, get_backbone
 from matchnas.data import (
     BatchStream,
     Split,
@@ -48,7 +48,7 @@ from matchnas.errors import Interrupted, MatchnasError
 from matchnas.experiment import Experiment, experiment_from_dict
 from matchnas.io import atomic_write_json, atomic_write_text, check_writable, read_text, read_yaml, remove_leftovers, to_json
 from matchnas.nn import Supernet
-from matchnas.space import SubnetConfig
+from matchnas.space import SearchSpace, SubnetConfig
 from matchnas.train.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
 from matchnas.train.distributed import (
     Placement,
@@ -60,6 +60,7 @@ from matchnas.train.distributed import (
 )
 from matchnas.train.evaluate import accuracy, calibrated_subnet
 from matchnas.train.interrupt import StopRequest
+from matchnas.train.levers import student_weight
 from matchnas.train.narrow import POOL_FILE, load_pool, narrow_space, save_pool
 from matchnas.train.sampler import SelectionIndex, sandwich
 from matchnas.train.split import (
@@ -128,22 +129,40 @@ def _resized(source: DataSource, size: int) -> DataSource:
     return DataSource(source.name, fix(source.train), fix(source.test), fix(source.unlabeled), source.allow_flip)
 
 
-def build_supernet(experiment: Experiment, num_classes: int) -> Supernet:
+def build_supernet(experiment: Experiment, num_classes: int, checkpoint: dict | None = None) -> Supernet:
+    """A new run's supernet: the pre-trained backbone in the experiment's space. With a run's
+    ``checkpoint``, the supernet of that run instead, rebuilt from the space the checkpoint
+    recorded (the caller loads its weights), so a shipped space file edited since, or a convention
+    the run predates (``padding``: runs made before it was recorded pad ``k // 2``), never changes
+    a trained model's function."""
     m = experiment.model
-    supernet = from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed)
+    if checkpoint is None:
+        supernet = from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed)
+    else:
+        if not isinstance(checkpoint.get("space"), dict):
+            raise MatchnasError("the checkpoint records no search space")
+        space = SearchSpace.from_dict(checkpoint["space"], source="the checkpoint's space")
+        supernet = Supernet(space, num_classes, bn_eps=get_backbone(m.backbone).bn_eps)
     supernet.dropout.p = m.dropout
     return supernet
 
 
 def build_optimizer(model: torch.nn.Module, experiment: Experiment):
     """SGD with Nesterov momentum; weight decay on conv and linear weights only (not on biases,
-    BN, or the kernel transforms, which start at the identity); linear warm-up then cosine."""
+    BN, or the kernel transforms, which start at the identity); linear warm-up then cosine down
+    to ``final_lr * lr``. With ``body_lr_scale != 1`` everything but the new classifier (the
+    pre-trained body) learns at ``body_lr_scale * lr`` (fine-tuning: the body moves less than
+    the head that starts from scratch), in groups of their own."""
     t = experiment.train
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
-        (decay if p.dim() > 1 and ".transforms." not in name else no_decay).append(p)
+        decays = p.dim() > 1 and ".transforms." not in name
+        body = t.body_lr_scale != 1.0 and name.split(".")[-2] != "classifier"  # also parts.N.classifier
+        groups.setdefault((body, decays), []).append(p)
     optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [{"params": params, "weight_decay": t.weight_decay if decays else 0.0,
+          "lr": t.lr * (t.body_lr_scale if body else 1.0)}
+         for (body, decays), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1]))],
         lr=t.lr,
         momentum=t.momentum,
         nesterov=True,
@@ -153,7 +172,7 @@ def build_optimizer(model: torch.nn.Module, experiment: Experiment):
         if step < t.warmup_steps:
             return (step + 1) / t.warmup_steps
         progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return t.final_lr + (1.0 - t.final_lr) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -212,9 +231,12 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     # Everything that can fail on bad input happens before the run directory is written.
     data = prepare_data(experiment, run_dir, reuse_split=resume)
     held_out(data)
-    supernet = build_supernet(experiment, data.num_classes)
+    state = load_checkpoint(run_dir / LATEST) if resume and (run_dir / LATEST).exists() else None
+    supernet = build_supernet(experiment, data.num_classes, state)
     fixed = single_config(experiment, supernet)
-    settings = LossSettings(t.loss, t.pseudo_labels, t.tau, t.label_smoothing, t.lambda_u, t.lambda_kd)
+    settings = LossSettings(t.loss, t.pseudo_labels, t.tau, t.label_smoothing, t.lambda_u, t.lambda_kd,
+                            student_sup_weight=t.student_sup_weight, distill_labelled=t.distill_labelled,
+                            distill_view=t.distill_view, project_conflicts=t.project_conflicts)
     if len(data.sets.unlabeled) == 0 and settings.loss != "sup":
         raise MatchnasError(f"train.loss={t.loss} needs unlabelled images, and the split left none")
     if placement.is_main:
@@ -236,7 +258,6 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
                 (run_dir / POOL_FILE).unlink(missing_ok=True)
             atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
 
-    state = load_checkpoint(run_dir / LATEST) if resume and (run_dir / LATEST).exists() else None
     plan = SplitPlan.from_dict(state["split"]) if state and state.get("split") else None
     if plan is not None:
         supernet = SplitSupernet.from_parent(supernet, plan)
@@ -301,6 +322,9 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
                 part = part_schedule(plan, step)
                 configs = sandwich(plan.subspace(supernet.space, part), t.seed, step, t.n_random,
                                    restrict_pool(pool, plan, part))
+            weight = student_weight(step, t.steps, t.teacher_warmup, t.student_ramp)
+            if weight == 0.0:
+                configs = configs[:1]  # the teacher's warm-up: students are not even forwarded
             for config in configs:
                 index.record(config, step + 1)
             batch = make_batch(data, experiment, step, labelled, unlabelled, placement)
@@ -308,7 +332,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             optimizer.zero_grad(set_to_none=True)
             try:
                 with autocast:
-                    metrics = train_step(supernet, configs, batch, settings)
+                    metrics = train_step(supernet, configs, batch, settings, student_weight=weight)
             except NonFiniteLoss as err:
                 raise MatchnasError(
                     f"{err} at step {step}: stopped; the last good checkpoint is {run_dir / LATEST}"
@@ -320,6 +344,8 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             metrics = average_metrics(metrics, placement)
             if part is not None:
                 metrics["part"] = part
+            if t.teacher_warmup or t.student_ramp:
+                metrics["student_weight"] = weight
             seconds = time.perf_counter() - began
             images = placement.world_size * (batch.x.shape[0] + (batch.u_weak.shape[0] if batch.u_weak is not None else 0))
             if placement.is_main:
@@ -454,7 +480,7 @@ def load_run(run_dir: str | Path, which: str = FINAL) -> tuple[Experiment, Super
     state = load_checkpoint(path)
     experiment = experiment_from_dict(state["experiment"], f"{path}: experiment")
     data = prepare_data(experiment, run_dir)
-    supernet = build_supernet(experiment, data.num_classes)
+    supernet = build_supernet(experiment, data.num_classes, state)
     if state.get("split"):
         supernet = SplitSupernet.from_parent(supernet, SplitPlan.from_dict(state["split"]))
     try:

@@ -22,6 +22,7 @@ from matchnas.train.losses import (
     labelled_loss,
     pseudo_labels,
 )
+from matchnas.train.levers import gradient_snapshot, project_conflicting_students
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class LossSettings:
     label_smoothing: float = 0.0
     lambda_u: float = 1.0
     lambda_kd: float = 1.0
+    # Issue 13's levers (their meaning: experiment.TrainConfig); defaults = the plain sandwich.
+    student_sup_weight: float = 1.0
+    distill_labelled: bool = False
+    distill_view: str = "weak"  # weak | strong
+    project_conflicts: bool = False
 
     @property
     def uses_fixmatch(self) -> bool:
@@ -54,6 +60,19 @@ class LossSettings:
     @property
     def uses_distillation(self) -> bool:
         return self.loss in ("kd", "full")
+
+    def views(self, is_teacher: bool) -> tuple[bool, bool]:
+        """Which unlabelled views a subnet forwards: ``(strong, weak)``. The teacher's weak view
+        gives the pseudo-labels and distillation targets; a student needs the strong view for
+        FixMatch (unless its supervised terms are off) or to distil on it, and the weak view for
+        its own pseudo-labels (``self``) or to distil on it."""
+        if is_teacher:
+            return self.uses_fixmatch, self.uses_fixmatch or self.uses_distillation
+        supervised_fm = self.uses_fixmatch and self.student_sup_weight > 0
+        strong = supervised_fm or (self.uses_distillation and self.distill_view == "strong")
+        weak = (supervised_fm and self.pseudo_labels == "self") or (
+            self.uses_distillation and self.distill_view == "weak")
+        return strong, weak
 
 
 class NonFiniteLoss(RuntimeError):
@@ -65,56 +84,79 @@ def train_step(
     configs: list[SubnetConfig],
     batch: StepBatch,
     settings: LossSettings,
+    student_weight: float = 1.0,
 ) -> dict[str, float]:
     """Forward and backward every subnet of ``configs``; returns named losses and metrics:
-    ``loss`` (sum over subnets), ``lab``/``fm``/``kd`` (means over subnets), ``mask_rate``, and
-    ``pl_kept``/``pl_correct`` (how many of the teacher's pseudo-labels passed the threshold and
-    were right, when the truth is known)."""
+    ``loss`` (sum over subnets), ``lab``/``fm``/``kd`` (means over the subnets that computed
+    them), ``mask_rate``, ``pl_kept``/``pl_correct`` (how many of the teacher's pseudo-labels
+    passed the threshold and were right, when the truth is known), and ``conflict_cosine`` (the
+    students' gradient against the maxnet's, with ``project_conflicts``).
+
+    Each student's loss is ``student_weight * (student_sup_weight * (L_lab + lambda_u * L_fm) +
+    lambda_kd * L_kd)``, the teacher's ``L_lab + lambda_u * L_fm`` (METHOD.md, step 3)."""
     totals = {"loss": 0.0, "lab": 0.0, "fm": 0.0, "kd": 0.0}
+    counts = {"lab": 0, "fm": 0, "kd": 0}
     teacher: PseudoLabels | None = None
+    teacher_labelled: torch.Tensor | None = None  # the maxnet's softmax on the labelled batch
+    teacher_grads = None
+    params = [p for p in model.parameters() if p.requires_grad] if settings.project_conflicts else []
     for i, config in enumerate(configs):
         is_teacher = i == 0
-        # The weak view gives the teacher its pseudo-labels, a "self" subnet its own, and every
-        # student its distillation input.
-        needs_weak = (settings.uses_fixmatch and (is_teacher or settings.pseudo_labels == "self")) or (
-            settings.uses_distillation
-        )
-        parts = [batch.x]
-        if settings.uses_fixmatch:
+        needs_strong, needs_weak = settings.views(is_teacher)
+        parts = [batch.x]  # always: L_lab is logged for every subnet, and BN sees the labelled view
+        if needs_strong:
             parts.append(batch.u_strong)
         if needs_weak:
             parts.append(batch.u_weak)
         logits = model(resize(torch.cat(parts), config.resolution), config)
         chunks = list(logits.split([p.shape[0] for p in parts]))
         logits_x = chunks.pop(0)
-        logits_strong = chunks.pop(0) if settings.uses_fixmatch else None
+        logits_strong = chunks.pop(0) if needs_strong else None
         logits_weak = chunks.pop(0) if needs_weak else None
 
         loss_lab = labelled_loss(logits_x, batch.y, settings.label_smoothing)
-        loss = loss_lab
+        supervised = loss_lab
         if is_teacher and logits_weak is not None:
             teacher = pseudo_labels(logits_weak, settings.tau)
-        if settings.uses_fixmatch:
+        if is_teacher and settings.distill_labelled:
+            teacher_labelled = torch.softmax(logits_x.detach().float(), dim=1)
+        if settings.uses_fixmatch and logits_strong is not None and (is_teacher or settings.student_sup_weight > 0):
             own = pseudo_labels(logits_weak, settings.tau) if settings.pseudo_labels == "self" else teacher
             loss_fm = fixmatch_loss(logits_strong, own)
-            loss = loss + settings.lambda_u * loss_fm
+            supervised = supervised + settings.lambda_u * loss_fm
             totals["fm"] += loss_fm.item()
-        if settings.uses_distillation and not is_teacher:
-            loss_kd = distillation_loss(logits_weak, teacher.probs)
-            loss = loss + settings.lambda_kd * loss_kd
-            totals["kd"] += loss_kd.item()
+            counts["fm"] += 1
+        if is_teacher:
+            loss = supervised
+        else:
+            loss = settings.student_sup_weight * supervised
+            if settings.uses_distillation:
+                # BigNAS/AlphaNet roles: students distil the maxnet's weak-view softmax, on the
+                # view ``distill_view`` (strong: no weak-view forward for the students at all).
+                student_view = logits_weak if settings.distill_view == "weak" else logits_strong
+                loss_kd = distillation_loss(student_view, teacher.probs)
+                if teacher_labelled is not None:
+                    loss_kd = loss_kd + distillation_loss(logits_x, teacher_labelled)
+                loss = loss + settings.lambda_kd * loss_kd
+                totals["kd"] += loss_kd.item()
+                counts["kd"] += 1
+            loss = student_weight * loss
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"subnet {config.id} has loss {loss.item()}")
         loss.backward()
+        if is_teacher and settings.project_conflicts and len(configs) > 1:
+            teacher_grads = gradient_snapshot(params)
         totals["loss"] += loss.item()
         totals["lab"] += loss_lab.item()
+        counts["lab"] += 1
 
-    n = len(configs)
-    metrics = {"loss": totals["loss"], "lab": totals["lab"] / n}
-    if settings.uses_fixmatch:
-        metrics["fm"] = totals["fm"] / n
-    if settings.uses_distillation and n > 1:
-        metrics["kd"] = totals["kd"] / (n - 1)
+    metrics = {"loss": totals["loss"], "lab": totals["lab"] / counts["lab"]}
+    if counts["fm"]:
+        metrics["fm"] = totals["fm"] / counts["fm"]
+    if counts["kd"]:
+        metrics["kd"] = totals["kd"] / counts["kd"]
+    if teacher_grads is not None:
+        metrics["conflict_cosine"] = project_conflicting_students(params, teacher_grads)
     if teacher is not None:
         metrics["mask_rate"] = teacher.mask_rate
         if batch.u_true is not None:  # counts, so that ranks can be summed before dividing

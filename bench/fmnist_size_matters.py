@@ -1,0 +1,71 @@
+"""Does size matter? (issue 13): over 30 seeded random subnets of one trained lever-screen run
+(inherited weights, BN recalibrated), the Spearman correlation of FLOPs with test top-1.
+
+Usage: python bench/fmnist_size_matters.py [--quick] [--steps N] [--rows baseline ...] [--n 30] [--device cuda]
+
+Each row is the cached run of ``bench/fmnist_levers.py`` with the same name and mode (trained here
+if missing), so "before" is the ``baseline`` row and "after" any lever row. Writes
+``bench/results/fmnist_size_matters-<mode>.json``; issue 13 asks for rho >= 0.5.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+from fmnist_levers import ROWS, SUPERNET, run_name
+from scipy import stats
+from suite import Evaluator, ensure_run, parse_mode, write_results
+
+from matchnas import cost
+from matchnas.io import atomic_write_text
+
+
+def size_matters(row: str, mode, seed: int, n: int) -> dict:
+    """FLOPs and test top-1 of ``n`` seeded random subnets of the row's run, and Spearman's rho."""
+    run_dir = ensure_run(run_name(row), [*SUPERNET, *ROWS[row]], mode, seed)
+    cache = run_dir / f"size_matters-{n}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    evaluator = Evaluator(run_dir)
+    space, classes = evaluator.supernet.space, evaluator.supernet.num_classes
+    rng = np.random.default_rng([seed, 0x512E])  # the same draws for every row of a space
+    configs = list(dict.fromkeys(space.sample(rng) for _ in range(n)))
+    flops = [cost.flops(space, c, classes) / 1e6 for c in configs]
+    top1 = []
+    for i, config in enumerate(configs):
+        top1.append(evaluator.top1(config))
+        print(f"  {row} {i + 1}/{len(configs)}: {flops[i]:.1f} MFLOPs, top-1 {top1[-1]:.3f}", flush=True)
+    rho = stats.spearmanr(flops, top1)
+    result = {"spearman_rho": float(rho.statistic), "p_value": float(rho.pvalue), "mflops": flops, "top1": top1,
+              "configs": [c.to_dict() for c in configs]}
+    atomic_write_text(cache, json.dumps(result))
+    return result
+
+
+def main() -> None:
+    def options(parser):
+        parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=["baseline"], metavar="NAME")
+        parser.add_argument("--n", type=int, default=30, help="random subnets per run")
+        parser.add_argument("--device", help="train on this device (e.g. cuda): a variant with its own runs")
+
+    args, mode = parse_mode(__doc__.splitlines()[0], options)
+    if args.device:
+        mode = dataclasses.replace(mode, extra=(*mode.extra, f"train.device={args.device}"))
+    seed = (args.seeds or mode.seeds)[0]
+    mode = dataclasses.replace(mode, seeds=(seed,))
+    results = {row: size_matters(row, mode, seed, args.n) for row in args.rows}
+    lines = [f"| run ({mode.steps} steps, seed {seed}, {args.n} random subnets) | Spearman rho (FLOPs, top-1) | "
+             "top-1 range % |", "|---|---:|---:|"]
+    for row, r in results.items():
+        lines.append(f"| {row} | {r['spearman_rho']:+.2f} (p={r['p_value']:.2g}) | "
+                     f"{100 * min(r['top1']):.1f}-{100 * max(r['top1']):.1f} |")
+    table = "\n".join(lines)
+    print(table)
+    script = "fmnist_size_matters" + ("" if args.rows == ["baseline"] else "-" + "_".join(run_name(r) for r in args.rows))
+    print(f"wrote {write_results(script, mode, {'results': results, 'table': table})}")
+
+
+if __name__ == "__main__":
+    main()
