@@ -17,7 +17,7 @@ from matchnas.space import SearchSpace, load_space
 
 def at_least(minimum: int | float, kind=int):
     """An argparse type: a number of ``kind`` no smaller than ``minimum`` (refused before any work,
-    with argparse's one-line usage error and exit status 2)."""
+    as a one-line usage error with exit status 2)."""
 
     def parse(text: str):
         try:
@@ -71,9 +71,7 @@ def describe_space(space: SearchSpace, num_classes: int, in_chans: int = 3) -> s
 
 
 def _cmd_space(args: argparse.Namespace) -> None:
-    from matchnas.convert import get_backbone
-
-    from matchnas.convert import check_fits
+    from matchnas.convert import check_fits, get_backbone
 
     if args.backbone is not None:
         get_backbone(args.backbone)
