@@ -140,7 +140,7 @@ def test_unknown_runtime_raises_naming_the_allowed_ones(tiny_supernet, tiny_spac
 
 def test_measured_latency_cost_measures_each_config_once(tiny_supernet, tiny_space, monkeypatch):
     calls = []
-    monkeypatch.setattr(latency, "measure_latency", lambda module, resolution, *args: calls.append(resolution) or 1.5)
+    monkeypatch.setattr(latency.measure, "measure_latency", lambda module, resolution, *args: calls.append(resolution) or 1.5)
     cost_fn = measured_latency_cost(tiny_supernet, "torch")
     config = tiny_space.max()
     same = SubnetConfig.from_dict(json.loads(config.to_json()))
@@ -178,7 +178,8 @@ def test_config_parts_follow_the_extracted_module(tiny_supernet, tiny_space, rng
 # -- prediction -----------------------------------------------------------------------------------
 def test_predict_is_a_pure_function_equal_to_the_sum_of_entries(tiny_space, rng, monkeypatch):
     table = synthetic_table(tiny_space, 5)
-    monkeypatch.setattr(latency, "Runner", None)  # predicting must never build or run a network
+    monkeypatch.setattr(latency.table, "Runner", None)  # predicting must never build or run a network
+    monkeypatch.setattr(latency.measure, "Runner", None)
     for config in [tiny_space.sample(rng) for _ in range(5)] + [tiny_space.max(), tiny_space.min()]:
         parts = config_parts(tiny_space, config, 5)
         expected = 0.25 + sum(table.entries[p] - 0.004 for p in parts)
@@ -255,7 +256,7 @@ def test_build_lut_times_every_shape_and_calibrates(runtime):
 def test_build_lut_command_saves_the_table_and_summarises_it(tmp_path, monkeypatch):
     space = SearchSpace.from_dict(MICRO_SPACE)
     fast = build_lut
-    monkeypatch.setattr(latency, "build_lut", lambda *a, **k: fast(*a, warmup=1, repeats=3, rounds=1, progress=False))
+    monkeypatch.setattr(latency.table, "build_lut", lambda *a, **k: fast(*a, warmup=1, repeats=3, rounds=1, progress=False))
     summary = build_lut_command(space, 3, "torch", tmp_path / "lut.json")
     assert LatencyTable.load(tmp_path / "lut.json", space).runtime == "torch"
     assert f"{len(enumerate_parts(space, 3))} part shapes" in summary and "lut.json" in summary

@@ -179,3 +179,16 @@ def test_a_run_with_levers_resumes_to_the_same_weights(tmp_path, monkeypatch):
     for key, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][key]), key
     assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+
+
+def test_loss_settings_are_read_from_the_training_config_by_name():
+    from dataclasses import fields
+
+    from matchnas.experiment import load_experiment
+
+    t = load_experiment(None, ["train.tau=0.5", "train.lambda_kd=2", "train.distill_view=strong",
+                               "train.student_sup_weight=0.25", "train.loss=kd"]).train  # fmt: skip
+    settings = LossSettings.from_train_config(t)
+    assert (settings.tau, settings.lambda_kd, settings.distill_view) == (0.5, 2.0, "strong")
+    assert (settings.student_sup_weight, settings.loss) == (0.25, "kd")
+    assert all(getattr(settings, f.name) == getattr(t, f.name) for f in fields(LossSettings))

@@ -234,9 +234,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     state = load_checkpoint(run_dir / LATEST) if resume and (run_dir / LATEST).exists() else None
     supernet = build_supernet(experiment, data.num_classes, state)
     fixed = single_config(experiment, supernet)
-    settings = LossSettings(t.loss, t.pseudo_labels, t.tau, t.label_smoothing, t.lambda_u, t.lambda_kd,
-                            student_sup_weight=t.student_sup_weight, distill_labelled=t.distill_labelled,
-                            distill_view=t.distill_view, project_conflicts=t.project_conflicts)
+    settings = LossSettings.from_train_config(t)
     if len(data.sets.unlabeled) == 0 and settings.loss != "sup":
         raise MatchnasError(f"train.loss={t.loss} needs unlabelled images, and the split left none")
     if placement.is_main:

@@ -9,7 +9,7 @@ gradients accumulate across the sandwich. The optimizer step is the caller's.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -52,6 +52,12 @@ class LossSettings:
     distill_labelled: bool = False
     distill_view: str = "weak"  # weak | strong
     project_conflicts: bool = False
+
+    @classmethod
+    def from_train_config(cls, train_config) -> LossSettings:
+        """The loss settings of an ``experiment.TrainConfig``, field by field by name: a field
+        added here must exist there under the same name (an AttributeError says which)."""
+        return cls(**{f.name: getattr(train_config, f.name) for f in fields(cls)})
 
     @property
     def uses_fixmatch(self) -> bool:

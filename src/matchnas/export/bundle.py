@@ -1,0 +1,206 @@
+"""``matchnas export``: extract, recalibrate, export and check each target, and move a complete
+bundle folder into place (see :mod:`matchnas.export` for the protocol and tolerances)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from matchnas.data import TFLITE_MEAN, TFLITE_STD, to_model_input
+from matchnas.errors import MatchnasError
+from matchnas.export.formats import REGISTRY, SUFFIX, TOLERANCE, parse_formats
+from matchnas.export.manifest import manifest as build_manifest
+from matchnas.export.manifest import model_entry, sha256
+from matchnas.export.parity import check_parity
+from matchnas.export.targets import selection_targets, subnet_target
+from matchnas.io import atomic_write_json, check_writable, read_json, remove_leftovers, work_dir
+from matchnas.space import SearchSpace, SubnetConfig
+from matchnas.train.evaluate import accuracy, calibrated_subnet
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    formats: str | Sequence[str] = ("onnx",),
+    selections: str | Path | None = None,
+    subnet: str | Path | None = None,
+    force: bool = False,
+    tolerance: float | None = None,
+    parity_images: int = 256,
+    threads: int = 1,
+    latency_runs: int = 50,
+) -> str:
+    """Export the selected subnets of a trained run as a bundle; returns a summary table.
+
+    Args:
+        run_dir: a trained run (``matchnas train --out``).
+        out_dir: the bundle folder to create: model files plus ``manifest.json``.
+        formats: ``"onnx"``, ``"executorch"`` or both (a list or ``"onnx,executorch"``).
+        selections: a ``selections.json`` from ``matchnas search``; default: the run's own, when
+            neither this nor ``subnet`` is given.
+        subnet: ``"max"``, ``"min"`` or a config JSON file: export this one model (budget null).
+        force: replace ``out_dir`` if it holds an earlier bundle.
+        tolerance: max |logit difference| allowed against PyTorch; None: :data:`TOLERANCE`.
+        parity_images: held-out images compared (at the subnet's resolution).
+        threads: intra-op threads of the runtimes for the parity run and the latency.
+        latency_runs: timed batch-1 runs (after ``latency_runs // 5`` warm-up runs).
+
+    Raises:
+        MatchnasError: bad input (nothing is written) or an export above tolerance.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if out_dir.is_symlink():  # replace the bundle the link points to, and keep the link
+        out_dir = out_dir.resolve()
+    formats = parse_formats(formats)
+    if tolerance is not None and not tolerance >= 0:
+        raise MatchnasError(f"tolerance must be >= 0, got {tolerance}")
+    if threads < 1 or latency_runs < 1 or parity_images < 1:
+        raise MatchnasError("threads, latency runs and parity images must be at least 1")
+    _check_out_dir(out_dir, run_dir, force)
+    check_writable(out_dir, "--out")
+    if selections is not None and subnet is not None:
+        raise MatchnasError("give --selections or --subnet, not both")
+    if selections is None and subnet is None:
+        selections = run_dir / "selections.json"
+        if not selections.is_file():
+            raise MatchnasError(f"{run_dir} has no selections.json: run `matchnas search` or give --selections/--subnet")
+    if selections is not None:
+        selections_body = read_json(selections, "a selections file from `matchnas search`")
+    if subnet is not None and str(subnet) not in ("max", "min") and not Path(subnet).is_file():
+        raise MatchnasError(f"--subnet: no such file {subnet}")
+
+    # The training stack loads only once the arguments are sane.
+    from matchnas.train.loop import load_run
+
+    experiment, supernet, data, _ = load_run(run_dir)
+    supernet.eval()
+    space = supernet.space
+    classes = list(data.source.train.classes)
+    if subnet is not None:
+        targets, skipped, source = subnet_target(space, subnet), [], {"subnet": str(subnet)}
+    else:
+        targets, skipped, source = selection_targets(Path(selections), selections_body, space, classes)
+
+    # Test top-1 on the held-out split as evaluate_config measures it; parity on the same images.
+    held_out, split = (data.source.test, "test") if data.source.test is not None else (data.sets.val, "val")
+    if held_out is None or not len(held_out):
+        held_out, split = None, None
+    check_set, check_split = (held_out, split) if held_out is not None else (data.sets.labeled, "labeled")
+    pool = torch.cat([data.sets.labeled.images, data.sets.unlabeled.images])
+    t = experiment.train
+    preprocess = {
+        "color": "grey" if data.sets.labeled.images.shape[1] == 1 else "rgb",
+        "fit_size": experiment.data.image_size,
+        "channels": supernet.in_chans,
+        "mean": TFLITE_MEAN,
+        "std": TFLITE_STD,
+        "layout": "NCHW",
+        "steps": "to grey or RGB; short side to fit_size and centre crop (bilinear, antialiased); "
+        "bilinear to resolution (antialiased); (x - mean) / std on 0..255; grey repeated to channels",
+    }
+    k, c = supernet.num_classes, supernet.in_chans
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out_dir.parent, [out_dir.name])  # of exports killed before they finished
+    work = work_dir(out_dir)
+    try:
+        nets: dict[SubnetConfig, tuple[torch.nn.Module, float | None]] = {}
+        done: dict[tuple[SubnetConfig, str], dict] = {}
+        models = []
+        for target in targets:
+            config = target.config
+            if config not in nets:
+                net = calibrated_subnet(supernet, config, pool, t.recalibration_images, t.seed, data.flip)
+                # Exporters want the default memory format (XNNPACK's channels-last pass refuses
+                # weights that already are channels-last).
+                net = net.to(memory_format=torch.contiguous_format).eval()
+                top1 = accuracy(net, held_out, config.resolution) if held_out is not None else None
+                nets[config] = (net, top1)
+            net, top1 = nets[config]
+            entry = model_entry(target, top1, space, k, c, classes, {**preprocess, "resolution": config.resolution})
+            name = entry["name"]
+            x = to_model_input(check_set.images[:parity_images], size=config.resolution, channels=c)
+            for fmt in formats:
+                path = work / f"{name}{SUFFIX[fmt]}"
+                if (config, fmt) in done:  # the same config answers two budgets: same model, copied
+                    shutil.copyfile(work / done[config, fmt]["file"], path)
+                    record = dict(done[config, fmt])
+                else:
+                    meta = {"classes": classes, "preprocess": entry["preprocess"], "config": entry["config"]}
+                    exporter = REGISTRY[fmt].exporter
+                    began = time.perf_counter()
+                    record = exporter(net, x, path, meta, threads, latency_runs)
+                    record["export_seconds"] = round(time.perf_counter() - began, 3)
+                    check_parity(f"{name}{SUFFIX[fmt]}", fmt, record["parity"], TOLERANCE[fmt] if tolerance is None else tolerance)
+                    done[config, fmt] = record
+                record.update(file=path.name, sha256=sha256(path), bytes=path.stat().st_size)
+                entry["files"][fmt] = record
+            models.append(entry)
+
+        header = {**source, "skipped": skipped, "test_split": split,
+                  "parity_images": {"split": check_split, "count": min(parity_images, len(check_set))}}
+        manifest = build_manifest(run_dir, space, k, header, models)
+        atomic_write_json(work / "manifest.json", manifest)
+        _move_into_place(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return _summary(run_dir, out_dir, space, manifest, formats)
+
+
+def _check_out_dir(out_dir: Path, run_dir: Path, force: bool) -> None:
+    out, run = out_dir.resolve(), run_dir.resolve()
+    if out == run or out in run.parents:
+        raise MatchnasError(f"--out {out_dir} would replace the run itself: choose another folder")
+    if not out_dir.exists():
+        return
+    if not force:
+        raise MatchnasError(f"{out_dir} already exists: choose another --out or add --force to replace it")
+    if not out_dir.is_dir():
+        raise MatchnasError(f"{out_dir} exists and is not a folder")
+    if any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
+        raise MatchnasError(f"{out_dir} holds files but no manifest.json: --force only replaces an export bundle")
+
+
+def _move_into_place(work: Path, out_dir: Path) -> None:
+    """Rename the finished bundle to ``out_dir``; an old bundle goes only after that succeeded."""
+    old = None
+    if out_dir.exists():  # named so that remove_leftovers finds it if we are killed right here
+        old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.{secrets.token_hex(4)}.old")
+        os.replace(out_dir, old)
+    try:
+        os.replace(work, out_dir)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out_dir)
+        raise
+    if old is not None:
+        if old.is_symlink():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _summary(run_dir: Path, out_dir: Path, space: SearchSpace, manifest: dict, formats: tuple[str, ...]) -> str:
+    lines = [f"exported {len(manifest['models'])} model(s) of {run_dir} (space {space.name}, {space.digest})"]
+    head = f"{'model':>28} {'FLOPs':>9} {'params':>9} {'top-1':>7}"
+    for fmt in formats:
+        head += f" {fmt + ' |diff|':>17} {'agree':>6} {'ms':>7}"
+    lines.append(head)
+    for m in manifest["models"]:
+        top1 = f"{100 * m['test_top1']:.2f}%" if m["test_top1"] is not None else "-"
+        row = f"{m['name']:>28} {m['flops'] / 1e6:>8.2f}M {m['params'] / 1e6:>8.3f}M {top1:>7}"
+        for fmt in formats:
+            f = m["files"][fmt]
+            row += f" {f['parity']['max_abs_logit_diff']:>17.2e} {100 * f['parity']['top1_agreement']:>5.1f}% {f['latency']['ms_median']:>7.3f}"
+        lines.append(row)
+    for s in manifest["skipped"]:
+        lines.append(f"skipped budget {s['budget_label']}: {s['reason']}")
+    lines.append(f"wrote {out_dir} (manifest.json)")
+    return "\n".join(lines)

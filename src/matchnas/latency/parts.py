@@ -1,0 +1,122 @@
+"""The shapes a subnet is made of, as the latency lookup table times them (:class:`Part`).
+
+A subnet is a stem, a chain of MBConv blocks and a head; each part's latency depends only on its
+shape. :func:`enumerate_parts` walks every distinct shape of a space (what a table times);
+:func:`config_parts` lists one config's parts (what a prediction sums).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from torch import nn
+
+from matchnas import cost
+from matchnas.nn.blocks import MBConv, hidden_channels
+from matchnas.nn.ops import static_conv2d
+from matchnas.space import SearchSpace, SubnetConfig
+
+
+@dataclass(frozen=True, order=True)
+class Part:
+    """One timed piece of a subnet; ``size`` is the input side in pixels.
+
+    ``kind`` is ``"stem"`` (conv 3x3 stride 2 + BN + ReLU6), ``"block"`` (an MBConv:
+    ``in_channels -> hidden -> out_channels``, depthwise ``kernel``/``stride``, with a 1x1
+    expansion conv when ``expansion``, a residual addition when ``residual``) or ``"head"``
+    (conv 1x1 to ``out_channels`` + BN + ReLU6, global average pool, linear to ``classes``).
+    Fields a kind does not use are 0 / False. ``padding`` is the space's convention ("same" adds an
+    explicit pad before strided convs, so it is timed).
+    """
+
+    kind: str
+    in_channels: int
+    out_channels: int
+    size: int
+    hidden: int = 0
+    kernel: int = 0
+    stride: int = 0
+    residual: bool = False
+    expansion: bool = False
+    classes: int = 0
+    padding: str = "symmetric"
+
+    def __str__(self) -> str:
+        if self.kind == "block":
+            extra = ("+res" if self.residual else "") + ("" if self.expansion else " no-pw")
+            return (
+                f"block {self.in_channels}>{self.hidden}>{self.out_channels} k{self.kernel} "
+                f"s{self.stride} @{self.size}px{extra}"
+            )
+        return f"{self.kind} {self.in_channels}>{self.out_channels} @{self.size}px"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (1, self.in_channels, self.size, self.size)
+
+    def module(self) -> nn.Module:
+        """A standalone eval-mode module of this shape with random weights."""
+
+        def conv_bn(cin, cout, k=1, stride=1, groups=1):
+            return static_conv2d(cin, cout, k, stride, groups, self.padding), nn.BatchNorm2d(cout)
+
+        if self.kind == "stem":
+            module = nn.Sequential(*conv_bn(self.in_channels, self.out_channels, 3, 2), nn.ReLU6())
+        elif self.kind == "head":
+            module = nn.Sequential(
+                *conv_bn(self.in_channels, self.out_channels), nn.ReLU6(),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(self.out_channels, self.classes),
+            )  # fmt: skip
+        else:
+            pw = conv_bn(self.in_channels, self.hidden) if self.expansion else (None, None)
+            dw = conv_bn(self.hidden, self.hidden, self.kernel, self.stride, groups=self.hidden)
+            module = MBConv(*pw, *dw, *conv_bn(self.hidden, self.out_channels), residual=self.residual)
+        return module.eval()
+
+
+def _out_size(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1  # odd kernel k, padding k // 2 or "same" (as in matchnas.cost)
+
+
+def enumerate_parts(space: SearchSpace, num_classes: int, in_chans: int = 3) -> list[Part]:
+    """Every distinct part shape any config of ``space`` has, walked from the space's choices
+    (not sampled), sorted. Blocks at different positions or resolutions with equal shapes count once."""
+    parts: set[Part] = set()
+    for resolution in space.resolutions:
+        parts.add(Part("stem", in_chans, space.stem_width, resolution, padding=space.padding))
+        size, widths_in = _out_size(resolution, 2), (space.stem_width,)
+        for s in space.stages:
+            size_out = _out_size(size, s.stride)
+            for b in range(s.max_depth):
+                expansion = max(s.expands[b]) != 1
+                pairs = [(i, o) for i in widths_in for o in s.widths] if b == 0 else [(w, w) for w in s.widths]
+                for (cin, cout), e, k in itertools.product(pairs, s.expands[b], s.kernels[b]):
+                    hidden = hidden_channels(cin, e) if expansion else cin
+                    stride, at = (s.stride, size) if b == 0 else (1, size_out)
+                    parts.add(Part("block", cin, cout, at, hidden, k, stride, b > 0, expansion, padding=space.padding))
+            size, widths_in = size_out, s.widths
+        for cin in widths_in:
+            parts.add(Part("head", cin, space.head_width, size, classes=num_classes, padding=space.padding))
+    return sorted(parts)
+
+
+def config_parts(space: SearchSpace, config: SubnetConfig, num_classes: int, in_chans: int = 3) -> list[Part]:
+    """The parts of subnet ``config`` in execution order, read off :func:`matchnas.cost.layers`
+    (the subnet's exact layer list), so the table and the other cost models agree."""
+    layers = cost.layers(space, config, num_classes, in_chans)
+    by_name = {layer.name: layer for layer in layers}
+    stem, head = by_name["stem"], by_name["head"]
+    parts = [Part("stem", stem.in_channels, stem.out_channels, stem.size_in, padding=space.padding)]
+    blocks = dict.fromkeys(name.rsplit(".", 1)[0] for name in by_name if name.startswith("stages."))
+    for block in blocks:
+        pw, dw, pwl = by_name.get(f"{block}.conv_pw"), by_name[f"{block}.conv_dw"], by_name[f"{block}.conv_pwl"]
+        first = pw or dw
+        residual = int(block.rsplit(".", 1)[1]) > 0  # every block of a stage but the first
+        parts.append(
+            Part("block", first.in_channels, pwl.out_channels, first.size_in, dw.in_channels, dw.kernel,
+                 dw.stride, residual, pw is not None, padding=space.padding)
+        )  # fmt: skip
+    classes = by_name["classifier"].out_channels
+    parts.append(Part("head", head.in_channels, head.out_channels, head.size_in, classes=classes, padding=space.padding))
+    return parts
