@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from matchnas.experiment import load_experiment  # noqa: E402
-from matchnas.train.checkpoint import FINAL  # noqa: E402
+from matchnas.checkpoint import FINAL  # noqa: E402
 from matchnas.train.loop import build_supernet  # noqa: E402
 from tests.test_distributed import STEPS, TINY, _train, _update_distance  # noqa: E402
 

@@ -61,7 +61,7 @@ def best_proxy_on_validation(ctx, n: int = 20) -> tuple[str, float, dict[str, fl
 
 
 def select(run_dir, mode, strategy: str, options: dict) -> tuple[list, float, dict]:
-    ctx, _, _ = build_context(run_dir, "flops", options=options)
+    ctx = build_context(run_dir, "flops", options=options)
     extra, began = {}, time.perf_counter()
     if strategy == "zeroshot":
         proxy, tau, taus = best_proxy_on_validation(ctx)

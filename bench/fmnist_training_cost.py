@@ -71,7 +71,7 @@ def main() -> None:
     rows = []
     for k in KS:
         # a fresh context per K: its validation cache must not speed up the next K's search
-        ctx, _, _ = build_context(supernet_run, "flops", options=evolution_options(mode))
+        ctx = build_context(supernet_run, "flops", options=evolution_options(mode))
         budgets = fraction_budgets(ctx, [(i + 1) / (k + 1) for i in range(k)])
         began = time.perf_counter()
         picks = [p.config for p in run_strategy("evolution", ctx, budgets).picks]

@@ -21,16 +21,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
 from matchnas.errors import MatchnasError
 from matchnas.experiment import Experiment, experiment_from_dict, load_experiment
 from matchnas.io import atomic_write_text
 from matchnas.space import SubnetConfig
-from matchnas.train.checkpoint import LATEST
-from matchnas.train.evaluate import accuracy, calibrated_subnet
-from matchnas.train.loop import load_run, resume, train
+from matchnas.checkpoint import LATEST
+from matchnas.run import open_run
+from matchnas.train.loop import resume, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "bench" / "runs"
@@ -122,23 +121,9 @@ def final_metrics(run_dir: Path, last: int = 50) -> dict[str, float]:
     return {k: sum(r[k] for r in rows if k in r) / max(1, sum(k in r for r in rows)) for k in sorted(keys)}
 
 
-class Evaluator:
-    """Test and validation top-1 of configs of one trained run (BN recalibrated per config)."""
-
-    def __init__(self, run_dir: Path):
-        self.experiment, self.supernet, self.data, self.state = load_run(run_dir)
-        self.supernet.eval()
-        self._pool = torch.cat([self.data.sets.labeled.images, self.data.sets.unlabeled.images])
-        self._cache: dict[tuple[SubnetConfig, str], float] = {}
-
-    def top1(self, config: SubnetConfig, split: str = "test") -> float:
-        key = (config, split)
-        if key not in self._cache:
-            t = self.experiment.train
-            held_out = self.data.source.test if split == "test" else self.data.sets.val
-            net = calibrated_subnet(self.supernet, config, self._pool, t.recalibration_images, t.seed, self.data.flip)
-            self._cache[key] = accuracy(net, held_out, config.resolution)
-        return self._cache[key]
+# Test and validation top-1 of configs of one trained run (BN recalibrated per config, cached):
+# ``Evaluator(run_dir).top1(config, "test" | "val")``.
+Evaluator = open_run
 
 
 def write_results(script: str, mode: Mode, body: dict) -> Path:
@@ -240,5 +225,5 @@ def evolution_picks(run_dir: Path, mode: Mode, fractions) -> list:
     from matchnas.search.run import build_context
     from matchnas.search.strategies import run_strategy
 
-    ctx, _, _ = build_context(run_dir, "flops", options=evolution_options(mode))
+    ctx = build_context(run_dir, "flops", options=evolution_options(mode))
     return run_strategy("evolution", ctx, fraction_budgets(ctx, fractions)).picks

@@ -4,10 +4,11 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
+from matchnas.checkpoint import FINAL
 from matchnas.experiment import load_experiment
-from matchnas.train.checkpoint import FINAL
 from matchnas.train.loop import build_supernet
 from matchnas.train.distributed import Placement, shard
 from tests.test_train import TINY
@@ -39,6 +40,7 @@ def _update_distance(before: dict, a: dict, b: dict) -> float:
     return (num / sum(float((a[k] - before[k]).double().pow(2).sum()) for k in keys)) ** 0.5
 
 
+@pytest.mark.slow
 def test_two_ranks_stay_identical_and_match_one_process(tmp_path):
     """Same global batch, augmentations and subnets. With SyncBatchNorm and no dropout, one
     optimizer step of two ranks equals one step of one process up to float32 rounding. Stated

@@ -102,13 +102,13 @@ def test_float_settings_still_refuse_words(text):
 def no_work(monkeypatch):
     """Make loading a run, timing a table or training fail loudly: a refusal must come first."""
     from matchnas import latency
-    from matchnas.search import run as search_run
+    from matchnas import run as run_module
     from matchnas.train import loop
 
     def work(*args, **kwargs):
         raise AssertionError("the work started before the options were checked")
 
-    for module, name in ((loop, "load_run"), (search_run, "load_run"), (latency.table, "build_lut"), (loop, "train")):
+    for module, name in ((run_module, "load_run"), (latency.table, "build_lut"), (loop, "train")):
         monkeypatch.setattr(module, name, work)
 
 
@@ -157,6 +157,7 @@ BAD_ARGUMENT = {
 }
 
 
+@pytest.mark.slow
 def test_every_command_with_a_bad_argument_ends_in_one_line_without_traceback(tmp_path):
     from matchnas.cli import build_parser
 

@@ -19,7 +19,7 @@ from matchnas.cli import main
 from matchnas.experiment import load_experiment
 from matchnas.export import export_run
 from matchnas.train import loop
-from matchnas.train.checkpoint import FINAL, LATEST
+from matchnas.checkpoint import FINAL, LATEST
 
 TINY = ["train.batch_size=8", "train.warmup_steps=2", "train.recalibration_images=64",
         "data.labels_per_class=3", "data.max_unlabeled=200"]
@@ -78,6 +78,7 @@ def test_run_stopped_before_its_first_checkpoint_can_be_restarted_or_resumed(how
 
 
 # -- 3: Ctrl-C saves a checkpoint, says how to continue, exits 130 -------------------------------
+@pytest.mark.slow
 def test_ctrl_c_during_training_saves_a_checkpoint_and_exits_130(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "matchnas", "train", "--out", str(out),
@@ -103,13 +104,12 @@ def _lines(path):
 
 @pytest.mark.parametrize("command", ["eval", "search", "export", "proxies"])
 def test_ctrl_c_outside_training_is_one_line_and_130(command, run, tmp_path, monkeypatch, capsys):
-    from matchnas.search import run as search_run
+    from matchnas import run as run_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "load_run", interrupted)
-    monkeypatch.setattr(search_run, "load_run", interrupted)
+    monkeypatch.setattr(run_module, "load_run", interrupted)
     extra = {"search": ["--budgets", "1M", "--out", tmp_path], "export": ["--out", tmp_path / "b"]}.get(command, [])
     status, err = run_cli([command, run, *extra], capsys)
     assert status == 130 and one_line(err) and "interrupted" in err
@@ -229,12 +229,12 @@ DESTINATIONS = {
 @pytest.fixture
 def no_work(monkeypatch):
     from matchnas import latency
-    from matchnas.search import run as search_run
+    from matchnas import run as run_module
 
     def work(*args, **kwargs):
         raise AssertionError("the work started before the destination was checked")
 
-    for module, name in ((loop, "prepare_data"), (search_run, "load_run"), (loop, "load_run"), (latency.table, "build_lut")):
+    for module, name in ((loop, "prepare_data"), (run_module, "load_run"), (latency.table, "build_lut")):
         monkeypatch.setattr(module, name, work)
 
 

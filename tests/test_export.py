@@ -22,8 +22,9 @@ from matchnas.experiment import load_experiment
 from matchnas.export import EXECUTORCH_MODULES, INSTALL_HINT, TOLERANCE, export_run
 from matchnas.predict import classify, load_model, predict
 from matchnas.space import SearchSpace
+from matchnas.run import load_run, open_run
 from matchnas.train import loop
-from matchnas.train.evaluate import calibrated_subnet
+from matchnas.evaluate import calibrated_subnet
 
 from .conftest import TINY_SPACE
 
@@ -38,7 +39,7 @@ def run(tmp_path_factory):
     overrides = ["train.batch_size=8", "train.warmup_steps=2", "train.recalibration_images=64",
                  "data.labels_per_class=3", "data.max_unlabeled=200", "train.steps=2"]
     loop.train(load_experiment(None, overrides), run_dir)
-    experiment, supernet, data, _ = loop.load_run(run_dir)
+    experiment, supernet, data, _ = load_run(run_dir)
     space = supernet.space
     small = space.min()
     pick = {"config_id": small.id, "config": small.to_dict(), "cost": cost.flops(space, small, 10), "score": 1.0, "test_top1": None}
@@ -77,7 +78,7 @@ def test_manifest_describes_each_budget(run, bundle):
     assert [s["budget"] for s in manifest["skipped"]] == [1e3] and "skipped budget 1.00K" in summary
     assert [m["budget"] for m in manifest["models"]] == [4e6, 5e6]
     config = space.min()
-    top1 = loop.evaluate_config(supernet, config, data, experiment)
+    top1 = open_run(run_dir).top1(config)
     for m in manifest["models"]:
         assert m["config"] == config.to_dict() and m["config_id"] == config.id
         assert m["flops"] == cost.flops(space, config, 10)

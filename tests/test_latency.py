@@ -242,6 +242,7 @@ def test_loading_a_file_that_is_not_a_table_raises(tiny_space, tmp_path):
 
 
 # -- building -------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 def test_build_lut_times_every_shape_and_calibrates(runtime):
     space = SearchSpace.from_dict(MICRO_SPACE)

@@ -9,7 +9,7 @@ import torch
 from matchnas.errors import MatchnasError
 from matchnas.experiment import load_experiment
 from matchnas.train import loop
-from matchnas.train.checkpoint import FINAL, LATEST
+from matchnas.checkpoint import FINAL, LATEST
 from matchnas.train.levers import gradient_snapshot, project_conflicting_students, student_weight
 from matchnas.train.step import LossSettings, StepBatch, train_step
 
@@ -154,6 +154,7 @@ def test_bad_lever_values_are_refused(override):
         load_experiment(None, [override, "train.student_ramp=0.5"] if "warmup=0.6" in override else [override])
 
 
+@pytest.mark.slow
 def test_a_run_with_levers_resumes_to_the_same_weights(tmp_path, monkeypatch):
     levers = TINY + ["train.steps=6", "train.checkpoint_every=3", "train.teacher_warmup=0.2", "train.student_ramp=0.3",
                      "train.project_conflicts=true", "train.student_sup_weight=0.5", "train.distill_labelled=true",

@@ -1,6 +1,7 @@
 import numpy as np
 
-from matchnas.train.sampler import SelectionIndex, sandwich
+from matchnas.selection_index import SelectionIndex
+from matchnas.train.sampler import sandwich
 
 
 def test_sandwich_is_max_min_then_random_and_a_function_of_seed_and_step(tiny_space):

@@ -13,7 +13,7 @@ from matchnas.search import SearchContext, parse_budgets, register_strategy, run
 from matchnas.search.budgets import Metric
 from matchnas.search.strategies import best_under_budgets
 from matchnas.train import loop
-from matchnas.train.sampler import SelectionIndex
+from matchnas.selection_index import SelectionIndex
 from tests.test_train import TINY
 
 

@@ -13,8 +13,9 @@ import torch
 from matchnas.cli import main
 from matchnas.errors import MatchnasError
 from matchnas.experiment import load_experiment
+from matchnas.run import load_run
 from matchnas.train import loop
-from matchnas.train.checkpoint import FINAL, LATEST
+from matchnas.checkpoint import FINAL, LATEST
 
 TINY = [
     "train.batch_size=8",
@@ -52,6 +53,7 @@ def test_run_directory_holds_everything(tmp_path):
     assert sum(r["score"] for r in index) == 4 * (1 + 2 + 3)  # 4 subnets a step, I(a) += t
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights_and_metrics(tmp_path):
     overrides = TINY + ["train.steps=24", "train.checkpoint_every=4"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
@@ -145,7 +147,7 @@ def test_eval_refuses_a_config_from_another_space(tmp_path, capsys):
 
 
 def test_narrowed_run_trains_only_on_its_pool(tmp_path):
-    from matchnas.train.narrow import load_pool
+    from matchnas.pool import load_pool
 
     run = tmp_path / "narrow"
     overrides = ["train.steps=3", "narrow.proxy=synflow", "narrow.candidates=12", "narrow.keep=0.25", "narrow.bins=2"]
@@ -171,6 +173,7 @@ def split_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_split_run_trains_each_part_on_its_own_configs(split_run):
     from matchnas.train.split import SplitPlan, SplitSupernet
 
@@ -180,7 +183,7 @@ def test_split_run_trains_each_part_on_its_own_configs(split_run):
     rows = _metrics(split_run)
     assert [r.get("part") for r in rows] == [None, None, None, 0, 1, 2]
     index = json.loads(torch.load(split_run / FINAL, weights_only=True)["selection_index"])
-    _, supernet, _, _ = loop.load_run(split_run)
+    _, supernet, _, _ = load_run(split_run)
     assert isinstance(supernet, SplitSupernet) and supernet.plan == plan
     trained_late = [r for r in index if r["score"] > 4 * (1 + 2 + 3)]  # sampled at steps 4-6 only
     for row in trained_late:
@@ -193,6 +196,7 @@ def test_split_run_trains_each_part_on_its_own_configs(split_run):
     assert any(not torch.equal(untouched[k], trained[k]) for k in untouched)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_at", [2, 4])  # before and after the split (step 3)
 def test_split_run_resumes_to_the_same_weights(split_run, tmp_path, monkeypatch, stop_at):
     real = loop._log_step
@@ -217,6 +221,7 @@ def test_split_run_resumes_to_the_same_weights(split_run, tmp_path, monkeypatch,
     assert _metrics(split_run) == _metrics(run)
 
 
+@pytest.mark.slow
 def test_eval_search_and_export_work_on_a_split_run(split_run, tmp_path, capsys):
     assert main(["eval", str(split_run), "--subnet", "max"]) == 0
     assert "top-1" in capsys.readouterr().out
@@ -239,7 +244,7 @@ def test_a_run_made_before_padding_was_recorded_keeps_its_symmetric_padding(tmp_
         state = torch.load(run / name, weights_only=True)
         assert state["space"].pop("padding") == "same"
         torch.save(state, run / name)
-    _, supernet, _, state = loop.load_run(run)
+    _, supernet, _, state = load_run(run)
     assert supernet.space.padding == "symmetric"
     config = supernet.space.max()
     x = torch.randn(4, 3, config.resolution, config.resolution, generator=torch.Generator().manual_seed(0))

@@ -19,6 +19,8 @@ _EXPORTS = {
     "SubnetConfig": "matchnas.space",
     "load_space": "matchnas.space",
     "cost": "matchnas.cost",
+    "open_run": "matchnas.run",
+    "Run": "matchnas.run",
 }
 
 __all__ = sorted(_EXPORTS)

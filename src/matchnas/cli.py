@@ -86,7 +86,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     from matchnas.experiment import load_experiment
     from matchnas.train import distributed
-    from matchnas.train.loop import read_experiment, resume, train
+    from matchnas.run import read_experiment
+    from matchnas.train.loop import resume, train
 
     if args.resume:
         if args.experiment or args.set or args.single is not None:
@@ -112,17 +113,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from matchnas.train.loop import evaluate_config, load_run
+    from matchnas.run import open_run
 
     if args.subnet not in ("max", "min") and not Path(args.subnet).is_file():
         raise MatchnasError(f"--subnet {args.subnet}: no such file (give max, min or a config JSON)")
-    experiment, supernet, data, _ = load_run(args.run_dir)
-    space = supernet.space
-    if args.subnet in ("max", "min"):
-        config = space.max() if args.subnet == "max" else space.min()
-    else:
-        config = space.config_from_file(args.subnet, "--subnet")
-    top1 = evaluate_config(supernet, config, data, experiment)
+    run = open_run(args.run_dir)
+    config = run.config(args.subnet if args.subnet in ("max", "min") else run.space.config_from_file(args.subnet, "--subnet"))
+    top1 = run.top1(config)
     print(f"{args.subnet} ({config.id}): top-1 {100 * top1:.2f}% after BN recalibration")
 
 

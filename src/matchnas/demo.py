@@ -19,7 +19,7 @@ from matchnas.experiment import Experiment, load_experiment
 from matchnas.export import export_run
 from matchnas.predict import predict
 from matchnas.search.run import search
-from matchnas.train.checkpoint import FINAL, LATEST
+from matchnas.checkpoint import FINAL, LATEST
 from matchnas.train.loop import resume, train
 
 
@@ -73,9 +73,9 @@ def _test_image(out: Path) -> Path:
 def _budgets(run_dir: Path) -> list[float]:
     """Three FLOPs budgets at 1/4, 1/2 and 3/4 of the way from the minnet to the maxnet."""
     from matchnas import cost
-    from matchnas.train.loop import load_run
+    from matchnas.run import open_run
 
-    _, supernet, _, _ = load_run(run_dir)
-    space, k = supernet.space, supernet.num_classes
+    run = open_run(run_dir)
+    space, k = run.space, run.supernet.num_classes
     lo, hi = cost.flops(space, space.min(), k), cost.flops(space, space.max(), k)
     return [lo + f * (hi - lo) for f in (0.25, 0.5, 0.75)]

@@ -203,7 +203,8 @@ def naswot(inp: ProxyInput) -> float:
     """``log det(K_H + I)``, ``K_H[i, j]`` the number of ReLU6 units (every call of every
     ``nn.ReLU``/``nn.ReLU6``) whose binary codes agree on images ``i`` and ``j`` (Mellor et al.
     2021, "Neural Architecture Search without Training", via ``slogdet``). ReLU6 code: ``0 < x < 6``, the unit
-    lies on its identity piece (it passes its input and its gradient); plain ReLU: ``x > 0``.
+    lies on its identity piece (it passes its input and its gradient); plain ReLU and hard swish
+    (a space's ``act: hswish``, MobileNetV3): ``x > 0``, the ReLU it smooths.
     The ridge ``I`` (one unit's worth, next to entries of size ~units) keeps the score finite
     when images share a pattern: ``N`` identical images give exactly ``log(N * units + 1)``.
     Larger is better. Eval mode (recalibrated BN)."""
@@ -219,14 +220,14 @@ def naswot(inp: ProxyInput) -> float:
         kernel.add_((signs @ signs.T).double().cpu())
         units[0] += signs.shape[1]
 
-    activations = [m for m in net.modules() if isinstance(m, (nn.ReLU, nn.ReLU6, nn.Hardtanh))]
+    activations = [m for m in net.modules() if isinstance(m, (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish))]
     handles = [m.register_forward_pre_hook(hook) for m in activations]
     with torch.no_grad():
         net(x)
     for h in handles:
         h.remove()
     if units[0] == 0:
-        raise MatchnasError("naswot needs ReLU or ReLU6 modules in the network; found none")
+        raise MatchnasError("naswot needs ReLU, ReLU6 or hard-swish modules in the network; found none")
     kernel = (kernel + units[0]) / 2 + torch.eye(n, dtype=torch.float64)
     sign, logdet = torch.linalg.slogdet(kernel)
     if sign.item() <= 0 or not math.isfinite(logdet.item()):

@@ -30,8 +30,12 @@ import yaml
 
 from matchnas.errors import MatchnasError
 
-_STAGE_KEYS = {"stride", "depth", "width", "kernel", "expand", "per_block"}
-_SPACE_KEYS = {"name", "backbone", "resolutions", "stem_width", "head_width", "stages", "padding"}
+_STAGE_KEYS = {"stride", "depth", "width", "kernel", "expand", "per_block", "act"}
+_SPACE_KEYS = {"name", "backbone", "resolutions", "stem_width", "head_width", "stages", "padding", "stem_act", "head_act"}
+# What a block is, as data (timm's act_layer): EfficientNet-Lite is relu6 throughout; a space
+# without the keys means relu6, and to_dict leaves the default out so older digests hold.
+ACTIVATIONS = ("relu6", "hswish", "relu")
+DEFAULT_ACT = "relu6"
 PADDINGS = ("same", "symmetric")
 
 
@@ -103,6 +107,7 @@ class StageSpace:
     kernels: tuple[tuple[int, ...], ...]
     expands: tuple[tuple[float, ...], ...]
     per_block: bool = True
+    act: str = DEFAULT_ACT  # after the expansion and depthwise convs (ACTIVATIONS)
 
     @property
     def max_depth(self) -> int:
@@ -138,6 +143,8 @@ class SearchSpace:
     head_width: int
     stages: tuple[StageSpace, ...]
     padding: str = "symmetric"
+    stem_act: str = DEFAULT_ACT
+    head_act: str = DEFAULT_ACT
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -145,7 +152,7 @@ class SearchSpace:
         """Validate and build; every error names ``source`` and the offending key or value."""
         if not isinstance(data, dict):
             raise MatchnasError(f"{source}: expected a mapping at the top level")
-        _check_keys(data, _SPACE_KEYS, source, required=_SPACE_KEYS - {"padding"})
+        _check_keys(data, _SPACE_KEYS, source, required=_SPACE_KEYS - {"padding", "stem_act", "head_act"})
         padding = data.get("padding", "symmetric")
         if padding not in PADDINGS:
             raise MatchnasError(f"{source}: padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
@@ -161,6 +168,8 @@ class SearchSpace:
             head_width=_positive_int(data["head_width"], f"{source}: head_width"),
             stages=stages,
             padding=padding,
+            stem_act=_activation(data.get("stem_act", DEFAULT_ACT), f"{source}: stem_act"),
+            head_act=_activation(data.get("head_act", DEFAULT_ACT), f"{source}: head_act"),
         )
         return space
 
@@ -182,6 +191,7 @@ class SearchSpace:
                     "kernel": [list(k) for k in s.kernels] if per_block_lists else list(s.kernels[0]),
                     "expand": [list(e) for e in s.expands] if per_block_lists else list(s.expands[0]),
                     "per_block": s.per_block,
+                    **({"act": s.act} if s.act != DEFAULT_ACT else {}),
                 }
             )
         return {
@@ -191,6 +201,7 @@ class SearchSpace:
             "stem_width": self.stem_width,
             "head_width": self.head_width,
             "padding": self.padding,
+            **{key: act for key, act in (("stem_act", self.stem_act), ("head_act", self.head_act)) if act != DEFAULT_ACT},
             "stages": stages,
         }
 
@@ -397,7 +408,14 @@ def _stage_from_dict(data: Any, where: str) -> StageSpace:
     for k in {k for ks in kernels for k in ks}:
         if k % 2 == 0:
             raise MatchnasError(f"{where}: kernel sizes must be odd, got {k}")
-    return StageSpace(stride, depths, widths, kernels, expands, per_block)
+    act = _activation(data.get("act", DEFAULT_ACT), f"{where}: act")
+    return StageSpace(stride, depths, widths, kernels, expands, per_block, act)
+
+
+def _activation(value: Any, where: str) -> str:
+    if value not in ACTIVATIONS:
+        raise MatchnasError(f"{where} must be one of {', '.join(ACTIVATIONS)}, got {value!r}")
+    return value
 
 
 def _per_block(value: Any, n: int, where: str, kind, per_block: bool) -> tuple[tuple, ...]:

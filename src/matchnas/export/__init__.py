@@ -1,8 +1,8 @@
 """``matchnas export``: each selected subnet as a standalone model file, verified in its own runtime.
 
 For every subnet (the picks of a ``selections.json``, or one ``--subnet`` config) the export
-1. extracts the static subnet and re-calibrates its BN exactly as :func:`matchnas.train.loop.
-   evaluate_config` does (same images, same seed), so the exported model *is* the model whose test
+1. extracts the static subnet and re-calibrates its BN exactly as :meth:`matchnas.run.Run.top1`
+   does (same images, same seed), so the exported model *is* the model whose test
    top-1 is reported; the supernet is never exported;
 2. writes one file per format: ONNX (opset 17, any batch size; the bundle's metadata is embedded
    in the file too) or ExecuTorch ``.pte`` lowered to XNNPACK (batch size fixed at 1);

@@ -21,7 +21,7 @@ from matchnas.export.parity import check_parity
 from matchnas.export.targets import selection_targets, subnet_target
 from matchnas.io import atomic_write_json, check_writable, read_json, remove_leftovers, work_dir
 from matchnas.space import SearchSpace, SubnetConfig
-from matchnas.train.evaluate import accuracy, calibrated_subnet
+from matchnas.evaluate import accuracy
 
 
 def export_run(
@@ -76,24 +76,21 @@ def export_run(
         raise MatchnasError(f"--subnet: no such file {subnet}")
 
     # The training stack loads only once the arguments are sane.
-    from matchnas.train.loop import load_run
+    from matchnas.run import open_run
 
-    experiment, supernet, data, _ = load_run(run_dir)
-    supernet.eval()
-    space = supernet.space
-    classes = list(data.source.train.classes)
+    run = open_run(run_dir)
+    experiment, supernet, data = run.experiment, run.supernet, run.data
+    space, classes = run.space, run.classes
     if subnet is not None:
         targets, skipped, source = subnet_target(space, subnet), [], {"subnet": str(subnet)}
     else:
         targets, skipped, source = selection_targets(Path(selections), selections_body, space, classes)
 
-    # Test top-1 on the held-out split as evaluate_config measures it; parity on the same images.
+    # Test top-1 on the held-out split as run.top1 measures it; parity on the same images.
     held_out, split = (data.source.test, "test") if data.source.test is not None else (data.sets.val, "val")
     if held_out is None or not len(held_out):
         held_out, split = None, None
     check_set, check_split = (held_out, split) if held_out is not None else (data.sets.labeled, "labeled")
-    pool = torch.cat([data.sets.labeled.images, data.sets.unlabeled.images])
-    t = experiment.train
     preprocess = {
         "color": "grey" if data.sets.labeled.images.shape[1] == 1 else "rgb",
         "fit_size": experiment.data.image_size,
@@ -116,10 +113,9 @@ def export_run(
         for target in targets:
             config = target.config
             if config not in nets:
-                net = calibrated_subnet(supernet, config, pool, t.recalibration_images, t.seed, data.flip)
                 # Exporters want the default memory format (XNNPACK's channels-last pass refuses
                 # weights that already are channels-last).
-                net = net.to(memory_format=torch.contiguous_format).eval()
+                net = run.subnet(config).to(memory_format=torch.contiguous_format).eval()
                 top1 = accuracy(net, held_out, config.resolution) if held_out is not None else None
                 nets[config] = (net, top1)
             net, top1 = nets[config]

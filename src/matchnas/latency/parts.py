@@ -14,7 +14,7 @@ from torch import nn
 
 from matchnas import cost
 from matchnas.nn.blocks import MBConv, hidden_channels
-from matchnas.nn.ops import static_conv2d
+from matchnas.nn.ops import activation, static_conv2d
 from matchnas.space import SearchSpace, SubnetConfig
 
 
@@ -27,7 +27,7 @@ class Part:
     expansion conv when ``expansion``, a residual addition when ``residual``) or ``"head"``
     (conv 1x1 to ``out_channels`` + BN + ReLU6, global average pool, linear to ``classes``).
     Fields a kind does not use are 0 / False. ``padding`` is the space's convention ("same" adds an
-    explicit pad before strided convs, so it is timed).
+    explicit pad before strided convs, so it is timed); ``act`` the part's activation.
     """
 
     kind: str
@@ -41,10 +41,12 @@ class Part:
     expansion: bool = False
     classes: int = 0
     padding: str = "symmetric"
+    act: str = "relu6"  # the space's activation for this part (stem_act, the stage's act, head_act)
 
     def __str__(self) -> str:
         if self.kind == "block":
             extra = ("+res" if self.residual else "") + ("" if self.expansion else " no-pw")
+            extra += "" if self.act == "relu6" else f" {self.act}"
             return (
                 f"block {self.in_channels}>{self.hidden}>{self.out_channels} k{self.kernel} "
                 f"s{self.stride} @{self.size}px{extra}"
@@ -62,16 +64,17 @@ class Part:
             return static_conv2d(cin, cout, k, stride, groups, self.padding), nn.BatchNorm2d(cout)
 
         if self.kind == "stem":
-            module = nn.Sequential(*conv_bn(self.in_channels, self.out_channels, 3, 2), nn.ReLU6())
+            module = nn.Sequential(*conv_bn(self.in_channels, self.out_channels, 3, 2), activation(self.act))
         elif self.kind == "head":
             module = nn.Sequential(
-                *conv_bn(self.in_channels, self.out_channels), nn.ReLU6(),
+                *conv_bn(self.in_channels, self.out_channels), activation(self.act),
                 nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(self.out_channels, self.classes),
             )  # fmt: skip
         else:
             pw = conv_bn(self.in_channels, self.hidden) if self.expansion else (None, None)
             dw = conv_bn(self.hidden, self.hidden, self.kernel, self.stride, groups=self.hidden)
-            module = MBConv(*pw, *dw, *conv_bn(self.hidden, self.out_channels), residual=self.residual)
+            module = MBConv(*pw, *dw, *conv_bn(self.hidden, self.out_channels), residual=self.residual,
+                            act=activation(self.act))
         return module.eval()
 
 
@@ -84,7 +87,7 @@ def enumerate_parts(space: SearchSpace, num_classes: int, in_chans: int = 3) -> 
     (not sampled), sorted. Blocks at different positions or resolutions with equal shapes count once."""
     parts: set[Part] = set()
     for resolution in space.resolutions:
-        parts.add(Part("stem", in_chans, space.stem_width, resolution, padding=space.padding))
+        parts.add(Part("stem", in_chans, space.stem_width, resolution, padding=space.padding, act=space.stem_act))
         size, widths_in = _out_size(resolution, 2), (space.stem_width,)
         for s in space.stages:
             size_out = _out_size(size, s.stride)
@@ -94,10 +97,12 @@ def enumerate_parts(space: SearchSpace, num_classes: int, in_chans: int = 3) -> 
                 for (cin, cout), e, k in itertools.product(pairs, s.expands[b], s.kernels[b]):
                     hidden = hidden_channels(cin, e) if expansion else cin
                     stride, at = (s.stride, size) if b == 0 else (1, size_out)
-                    parts.add(Part("block", cin, cout, at, hidden, k, stride, b > 0, expansion, padding=space.padding))
+                    parts.add(Part("block", cin, cout, at, hidden, k, stride, b > 0, expansion, padding=space.padding,
+                                   act=s.act))
             size, widths_in = size_out, s.widths
         for cin in widths_in:
-            parts.add(Part("head", cin, space.head_width, size, classes=num_classes, padding=space.padding))
+            parts.add(Part("head", cin, space.head_width, size, classes=num_classes, padding=space.padding,
+                           act=space.head_act))
     return sorted(parts)
 
 
@@ -107,7 +112,7 @@ def config_parts(space: SearchSpace, config: SubnetConfig, num_classes: int, in_
     layers = cost.layers(space, config, num_classes, in_chans)
     by_name = {layer.name: layer for layer in layers}
     stem, head = by_name["stem"], by_name["head"]
-    parts = [Part("stem", stem.in_channels, stem.out_channels, stem.size_in, padding=space.padding)]
+    parts = [Part("stem", stem.in_channels, stem.out_channels, stem.size_in, padding=space.padding, act=space.stem_act)]
     blocks = dict.fromkeys(name.rsplit(".", 1)[0] for name in by_name if name.startswith("stages."))
     for block in blocks:
         pw, dw, pwl = by_name.get(f"{block}.conv_pw"), by_name[f"{block}.conv_dw"], by_name[f"{block}.conv_pwl"]
@@ -115,8 +120,10 @@ def config_parts(space: SearchSpace, config: SubnetConfig, num_classes: int, in_
         residual = int(block.rsplit(".", 1)[1]) > 0  # every block of a stage but the first
         parts.append(
             Part("block", first.in_channels, pwl.out_channels, first.size_in, dw.in_channels, dw.kernel,
-                 dw.stride, residual, pw is not None, padding=space.padding)
+                 dw.stride, residual, pw is not None, padding=space.padding,
+                 act=space.stages[int(block.split(".")[1])].act)
         )  # fmt: skip
     classes = by_name["classifier"].out_channels
-    parts.append(Part("head", head.in_channels, head.out_channels, head.size_in, classes=classes, padding=space.padding))
+    parts.append(Part("head", head.in_channels, head.out_channels, head.size_in, classes=classes, padding=space.padding,
+                      act=space.head_act))
     return parts

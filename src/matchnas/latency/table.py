@@ -118,9 +118,9 @@ class LatencyTable:
                 f"{path}: made for space '{data.get('space')}' ({data.get('space_digest')}), "
                 f"not for '{space.name}' ({space.digest})"
             )
-        names = {f.name for f in fields(Part)} - {"padding"}  # tables made before it are symmetric
+        names = {f.name for f in fields(Part)} - {"padding", "act"}  # tables made before: symmetric, relu6
         try:
-            entries = {Part(**{k: e[k] for k in names}, padding=e.get("padding", "symmetric")): float(e["ms"])
+            entries = {Part(**{k: e[k] for k in names}, padding=e.get("padding", "symmetric"), act=e.get("act", "relu6")): float(e["ms"])
                        for e in data["entries"]}
             return cls(
                 space, int(data["num_classes"]), data["runtime"], int(data["threads"]), entries,

@@ -2,7 +2,7 @@
 
 Submodule names follow timm's ``InvertedResidual``: ``conv_pw/bn1`` (expansion, absent when the
 block's largest expansion ratio is 1), ``conv_dw/bn2`` (depthwise), ``conv_pwl/bn3`` (linear
-projection). EfficientNet-Lite uses ReLU6 and no squeeze-excitation. ``padding`` is the space's
+projection). The activation is the stage's ``act`` (EfficientNet-Lite: ReLU6); no squeeze-excitation. ``padding`` is the space's
 convention for the strided depthwise conv (:func:`matchnas.nn.ops.static_conv2d`).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from matchnas.nn.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticDepthwiseConv2d
+from matchnas.nn.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticDepthwiseConv2d, activation
 
 
 def hidden_channels(in_channels: int, expand: float) -> int:
@@ -38,6 +38,7 @@ class ElasticMBConv(nn.Module):
         bn_eps: float,
         bn_momentum: float,
         padding: str = "symmetric",
+        act: str = "relu6",
     ):
         super().__init__()
         self.stride = stride
@@ -52,7 +53,8 @@ class ElasticMBConv(nn.Module):
         self.bn2 = ElasticBatchNorm2d(max_hidden, eps=bn_eps, momentum=bn_momentum)
         self.conv_pwl = ElasticConv2d(max_hidden, max_out)
         self.bn3 = ElasticBatchNorm2d(max_out, eps=bn_eps, momentum=bn_momentum)
-        self.act = nn.ReLU6()
+        self.act_name = act
+        self.act = activation(act)
 
     def forward(self, x: torch.Tensor, kernel: int, expand: float, out_channels: int) -> torch.Tensor:
         shortcut = x
@@ -73,18 +75,19 @@ class ElasticMBConv(nn.Module):
             conv_pwl=self.conv_pwl.static(hidden, out_channels),
             bn3=self.bn3.static(out_channels),
             residual=self.residual,
+            act=activation(self.act_name),
         )
 
 
 class MBConv(nn.Module):
     """A static MBConv block made of plain ``torch.nn`` layers (no weight sharing)."""
 
-    def __init__(self, conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3, residual: bool):
+    def __init__(self, conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3, residual: bool, act: nn.Module | None = None):
         super().__init__()
         self.conv_pw, self.bn1 = conv_pw, bn1
         self.conv_dw, self.bn2 = conv_dw, bn2
         self.conv_pwl, self.bn3 = conv_pwl, bn3
-        self.act = nn.ReLU6()
+        self.act = nn.ReLU6() if act is None else act
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -199,3 +199,8 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
                 getattr(bn, name).copy_(getattr(self, name)[:channels])
             bn.num_batches_tracked.copy_(self.num_batches_tracked)
         return bn
+
+
+def activation(name: str) -> nn.Module:
+    """The module of a space's activation name (:data:`matchnas.space.ACTIVATIONS`)."""
+    return {"relu6": nn.ReLU6, "hswish": nn.Hardswish, "relu": nn.ReLU}[name]()

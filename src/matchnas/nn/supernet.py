@@ -1,8 +1,9 @@
 """The weight-sharing supernet, ``supernet(x, config)``, and extraction of a static subnet.
 
-Layout (EfficientNet-Lite): stem conv 3x3 stride 2 -> BN -> ReLU6; the stages of MBConv blocks
-(:mod:`matchnas.nn.blocks`); head conv 1x1 -> BN -> ReLU6; global average pool; dropout; linear
-classifier. Strided convs pad as the space says (``space.padding``: TensorFlow "same" for
+Layout (EfficientNet-Lite): stem conv 3x3 stride 2 -> BN -> act; the stages of MBConv blocks
+(:mod:`matchnas.nn.blocks`); head conv 1x1 -> BN -> act; global average pool; dropout; linear
+classifier. The activations are the space's (``stem_act``, each stage's ``act``, ``head_act``;
+ReLU6 for EfficientNet-Lite). Strided convs pad as the space says (``space.padding``: TensorFlow "same" for
 EfficientNet-Lite, computed from the input size at run time; or symmetric ``k // 2``). Stem and head
 widths are fixed; everything in a stage is elastic (METHOD.md,
 "Objects": first ``d`` blocks, first ``w`` output channels, first ``e * c_in`` hidden channels,
@@ -18,7 +19,7 @@ from torch import nn
 
 from matchnas.errors import MatchnasError
 from matchnas.nn.blocks import ElasticMBConv, MBConv
-from matchnas.nn.ops import ElasticBatchNorm2d, ElasticConv2d, static_conv2d
+from matchnas.nn.ops import ElasticBatchNorm2d, ElasticConv2d, activation, static_conv2d
 from matchnas.space import SearchSpace, SubnetConfig
 
 
@@ -52,7 +53,7 @@ class Supernet(nn.Module):
         self.stem = nn.Sequential(
             static_conv2d(in_chans, space.stem_width, 3, 2, padding=space.padding),
             ElasticBatchNorm2d(space.stem_width, eps=bn_eps, momentum=bn_momentum),
-            nn.ReLU6(),
+            activation(space.stem_act),
         )
         stages = []
         width_in = space.stem_width
@@ -71,6 +72,7 @@ class Supernet(nn.Module):
                         bn_eps=bn_eps,
                         bn_momentum=bn_momentum,
                         padding=space.padding,
+                        act=s.act,
                     )
                 )
             stages.append(nn.ModuleList(blocks))
@@ -78,7 +80,7 @@ class Supernet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.head_conv = ElasticConv2d(width_in, space.head_width)
         self.head_bn = ElasticBatchNorm2d(space.head_width, eps=bn_eps, momentum=bn_momentum)
-        self.act = nn.ReLU6()
+        self.act = activation(space.head_act)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(space.head_width, num_classes)
 
@@ -112,12 +114,12 @@ class Supernet(nn.Module):
                 width_in = stage.width
         stem_conv, stem_bn, _ = self.stem
         net = StaticNet(
-            stem=nn.Sequential(copy.deepcopy(stem_conv), stem_bn.static(self.space.stem_width), nn.ReLU6()),
+            stem=nn.Sequential(copy.deepcopy(stem_conv), stem_bn.static(self.space.stem_width), activation(self.space.stem_act)),
             blocks=nn.Sequential(*blocks),
             head=nn.Sequential(
                 self.head_conv.static(width_in, self.space.head_width),
                 self.head_bn.static(self.space.head_width),
-                nn.ReLU6(),
+                activation(self.space.head_act),
             ),
             dropout=self.dropout.p,
             classifier=copy.deepcopy(self.classifier),

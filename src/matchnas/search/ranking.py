@@ -17,7 +17,6 @@ from tqdm import tqdm
 
 from matchnas.io import atomic_write_json, check_writable
 from matchnas.search.run import build_context
-from matchnas.train.loop import evaluate_config
 
 
 def rank_proxies(run_dir: str | Path, n: int = 50, names: list[str] | None = None) -> str:
@@ -28,12 +27,12 @@ def rank_proxies(run_dir: str | Path, n: int = 50, names: list[str] | None = Non
     for name in names:  # before the run loads: a typo must not cost the ground-truth evaluations
         get_proxy(name)
     check_writable(run_dir / "proxies.json", "proxies output")
-    ctx, experiment, data = build_context(run_dir, "flops")
+    ctx = build_context(run_dir, "flops")
     rng = np.random.default_rng([ctx.seed, 0x9A])
     configs = list(dict.fromkeys([ctx.space.max(), ctx.space.min(), *(ctx.space.sample(rng) for _ in range(n))]))
     truth, scores, seconds = [], {name: [] for name in names}, {name: 0.0 for name in names}
     for config in tqdm(configs, desc="proxies", unit="config"):
-        truth.append(evaluate_config(ctx.supernet, config, data, experiment))
+        truth.append(ctx.run.top1(config))
         inp = proxy_input(ctx.supernet, config, ctx.proxy_images, ctx.seed)
         for name in names:
             began = time.perf_counter()

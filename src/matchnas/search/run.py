@@ -11,22 +11,18 @@ import torch
 from matchnas.data import load_folder
 from matchnas.errors import MatchnasError
 from matchnas.io import atomic_write_json, check_writable, read_json
+from matchnas.run import Run, open_run
 from matchnas.search.budgets import UNITS, format_cost, parse_budgets, resolve_metric
 from matchnas.search.plot import plot_search
 from matchnas.search.strategies import SearchContext, SearchResult, run_strategy
-from matchnas.train.evaluate import accuracy, calibrated_subnet
-from matchnas.train.loop import evaluate_config, load_run
-from matchnas.train.narrow import load_pool
-from matchnas.train.sampler import SelectionIndex
 
 
-def build_context(run_dir: Path, metric_spec: str, val_dir: str | None = None, options: dict | None = None):
-    """Load the run and everything a strategy may use; returns ``(ctx, experiment, data)``."""
-    experiment, supernet, data, state = load_run(run_dir)
-    supernet.eval()
-    metric = resolve_metric(metric_spec, supernet)
-    t = experiment.train
-    pool_images = torch.cat([data.sets.labeled.images, data.sets.unlabeled.images])
+def build_context(run: Run | str | Path, metric_spec: str, val_dir: str | None = None,
+                  options: dict | None = None) -> SearchContext:
+    """Everything a strategy may use, for a trained run (a :class:`~matchnas.run.Run` or its folder)."""
+    run = run if isinstance(run, Run) else open_run(run)
+    experiment, data = run.experiment, run.data
+    metric = resolve_metric(metric_spec, run.supernet)
     validation = data.sets.val
     if val_dir is not None:
         validation = load_folder(val_dir, experiment.data.image_size).train
@@ -38,23 +34,22 @@ def build_context(run_dir: Path, metric_spec: str, val_dir: str | None = None, o
 
         @lru_cache(maxsize=None)
         def accuracy_fn(config):
-            net = calibrated_subnet(supernet, config, pool_images, t.recalibration_images, t.seed, data.flip)
-            return accuracy(net, validation, config.resolution)
+            return run.top1(config, validation)
 
     proxy_source = data.sets.unlabeled.images if len(data.sets.unlabeled) else data.sets.labeled.images
-    generator = torch.Generator().manual_seed(t.seed)
+    generator = torch.Generator().manual_seed(experiment.train.seed)
     proxy_images = proxy_source[torch.randperm(len(proxy_source), generator=generator)[:64]]
-    ctx = SearchContext(
-        supernet=supernet,
+    return SearchContext(
+        supernet=run.supernet,
         metric=metric,
-        seed=t.seed,
-        index=SelectionIndex.from_json(state["selection_index"]),
-        pool=load_pool(run_dir, supernet.space),
+        seed=experiment.train.seed,
+        index=run.selection_index,
+        pool=run.pool,
         validation_accuracy=accuracy_fn,
         proxy_images=proxy_images,
         options=dict(options or {}),
+        run=run,
     )
-    return ctx, experiment, data
 
 
 def check_options(strategy: str, metric: str, val_dir: str | None) -> None:
@@ -83,14 +78,14 @@ def search(run_dir: str | Path, metric: str, budgets: str, strategy: str, val_di
     check_options(strategy, metric, val_dir)
     out = Path(out) if out else run_dir
     check_writable(out / "selections.json", "search output")
-    ctx, experiment, data = build_context(run_dir, metric, val_dir, options)
+    ctx = build_context(run_dir, metric, val_dir, options)
     result = run_strategy(strategy, ctx, budget_values)
-    test = data.source.test
     tested = {}
-    for pick in result.picks:
-        if pick.config is not None and test is not None and pick.config not in tested:
-            tested[pick.config] = evaluate_config(ctx.supernet, pick.config, data, experiment)
-    _write_selections(out / "selections.json", run_dir, ctx, metric, strategy, result, tested, data)
+    if ctx.run.data.source.test is not None:
+        for pick in result.picks:
+            if pick.config is not None and pick.config not in tested:
+                tested[pick.config] = ctx.run.top1(pick.config)
+    _write_selections(out / "selections.json", run_dir, ctx, metric, strategy, result, tested, ctx.run.classes)
     title = f"{run_dir.name}: {strategy}, {ctx.metric.name} budgets, {result.seconds:.1f} s to select"
     plot_search(out / "selections.png", result, tested, ctx.metric.name, ctx.metric.unit, title)
     return _table(result, tested, ctx.metric.name, strategy) + f"\nwrote {out / 'selections.json'} and {out / 'selections.png'}"
@@ -109,7 +104,8 @@ def _table(result: SearchResult, tested: dict, metric: str, strategy: str) -> st
     return "\n".join(lines)
 
 
-def _write_selections(path: Path, run_dir: Path, ctx, metric: str, strategy: str, result: SearchResult, tested: dict, data) -> None:
+def _write_selections(path: Path, run_dir: Path, ctx, metric: str, strategy: str, result: SearchResult, tested: dict,
+                      classes: list[str]) -> None:
     space = ctx.space
     picks = [
         {
@@ -130,7 +126,7 @@ def _write_selections(path: Path, run_dir: Path, ctx, metric: str, strategy: str
         "seconds": result.seconds,
         "space": space.name,
         "space_digest": space.digest,
-        "classes": list(data.source.train.classes),
+        "classes": classes,
         "picks": picks,
         "front": [{"config": c.to_dict(), "cost": cost, "val_top1": s} for c, cost, s in result.front],
     }

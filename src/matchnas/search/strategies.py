@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,7 +29,10 @@ from matchnas.errors import MatchnasError
 from matchnas.nn import Supernet
 from matchnas.search.budgets import Metric
 from matchnas.space import SubnetConfig
-from matchnas.train.sampler import SelectionIndex
+
+if TYPE_CHECKING:
+    from matchnas.run import Run
+from matchnas.selection_index import SelectionIndex
 
 
 @dataclass
@@ -45,6 +49,7 @@ class SearchContext:
     validation_accuracy: Callable[[SubnetConfig], float] | None = None
     proxy_images: torch.Tensor | None = None
     options: dict[str, float] = field(default_factory=dict)
+    run: Run | None = None  # the trained run, when the context was built from one
 
     @property
     def space(self):

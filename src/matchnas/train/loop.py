@@ -20,36 +20,23 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 from tqdm import tqdm
 
-from matchnas.convert import from_pretrained, get_backbone
-from matchnas.data import (
-    BatchStream,
-    Split,
-    SplitSets,
-    apply_split,
-    generator_for,
-    load_source,
-    load_split,
-    make_split,
-    resize,
-    save_split,
-    strong,
-    to_model_input,
-    weak,
-)
-from matchnas.data.source import DataSource
+from matchnas.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
+from matchnas.convert import from_pretrained
+from matchnas.data import BatchStream, generator_for, save_split, strong, to_model_input, weak
 from matchnas.errors import Interrupted, MatchnasError
-from matchnas.experiment import Experiment, experiment_from_dict
-from matchnas.io import atomic_write_json, atomic_write_text, check_writable, read_text, read_yaml, remove_leftovers, to_json
+from matchnas.experiment import Experiment
+from matchnas.io import atomic_write_json, atomic_write_text, check_writable, read_text, remove_leftovers, to_json
 from matchnas.nn import Supernet
-from matchnas.space import SearchSpace, SubnetConfig
-from matchnas.train.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
+from matchnas.pool import POOL_FILE, load_pool, save_pool
+from matchnas.run import RunData, held_out, prepare_data, read_experiment, rebuild_supernet, top1
+from matchnas.selection_index import SelectionIndex
+from matchnas.space import SubnetConfig
 from matchnas.train.distributed import (
     Placement,
     average_gradients,
@@ -58,11 +45,10 @@ from matchnas.train.distributed import (
     shard,
     synchronize_batch_norms,
 )
-from matchnas.train.evaluate import accuracy, calibrated_subnet
 from matchnas.train.interrupt import StopRequest
 from matchnas.train.levers import student_weight
-from matchnas.train.narrow import POOL_FILE, load_pool, narrow_space, save_pool
-from matchnas.train.sampler import SelectionIndex, sandwich
+from matchnas.train.narrow import narrow_space
+from matchnas.train.sampler import sandwich
 from matchnas.train.split import (
     SplitPlan,
     SplitSupernet,
@@ -78,71 +64,16 @@ TIMING_KEYS = ("images_per_s", "seconds")  # metrics that differ between identic
 FEWSHOT_FILE = "fewshot.json"  # the few-shot split plan (split.json is the data split)
 
 
-@dataclass
-class RunData:
-    """The data of a run, images stored as uint8 at ``image_size``."""
-
-    source: DataSource
-    split: Split
-    sets: SplitSets
-    unlabeled_truth: torch.Tensor | None
-    flip: bool
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.source.train.classes)
-
-
-def prepare_data(experiment: Experiment, run_dir: Path, reuse_split: bool = True) -> RunData:
-    """Load the source, draw the split (or reload the run's ``split.json`` when ``reuse_split``),
-    and store images at ``image_size``. Writes nothing: a new run saves ``data.split`` once
-    everything has loaded."""
-    d = experiment.data
-    source = load_source(d.source, d.data_dir, d.image_size)
-    if len(source.classes) < 2:  # one class "trains" to 100% top-1 and means nothing
-        raise MatchnasError(f"data set {source.name!r} has one class {list(source.classes)}: a classifier needs at least 2")
-    split_path = run_dir / "split.json"
-    if reuse_split and split_path.exists():
-        split = load_split(split_path)
-    else:
-        split = make_split(
-            source,
-            seed=experiment.train.seed,
-            n_per_class=d.labels_per_class,
-            fraction=d.label_fraction,
-            n_val_per_class=d.val_per_class,
-            max_unlabeled=d.max_unlabeled,
-        )
-    source = _resized(source, d.image_size)
-    sets = apply_split(source, split)
-    truth = source.train_labels[list(split.unlabeled)] if not split.unlabeled_extra else None
-    flip = source.allow_flip if d.flip is None else d.flip
-    return RunData(source, split, sets, truth, flip)
-
-
-def _resized(source: DataSource, size: int) -> DataSource:
-    def fix(images):
-        if images is None or images.images.shape[-1] == size:
-            return images
-        return type(images)(resize(images.images, size), images.labels, images.classes)
-
-    return DataSource(source.name, fix(source.train), fix(source.test), fix(source.unlabeled), source.allow_flip)
-
-
 def build_supernet(experiment: Experiment, num_classes: int, checkpoint: dict | None = None) -> Supernet:
     """A new run's supernet: the pre-trained backbone in the experiment's space. With a run's
     ``checkpoint``, the supernet of that run instead, rebuilt from the space the checkpoint
     recorded (the caller loads its weights), so a shipped space file edited since, or a convention
     the run predates (``padding``: runs made before it was recorded pad ``k // 2``), never changes
     a trained model's function."""
+    if checkpoint is not None:
+        return rebuild_supernet(experiment, num_classes, checkpoint)
     m = experiment.model
-    if checkpoint is None:
-        supernet = from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed)
-    else:
-        if not isinstance(checkpoint.get("space"), dict):
-            raise MatchnasError("the checkpoint records no search space")
-        space = SearchSpace.from_dict(checkpoint["space"], source="the checkpoint's space")
-        supernet = Supernet(space, num_classes, bn_eps=get_backbone(m.backbone).bn_eps)
+    supernet = from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed)
     supernet.dropout.p = m.dropout
     return supernet
 
@@ -370,7 +301,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
 
     supernet.cpu()
     targets = {"single": fixed} if fixed else {"max": supernet.space.max(), "min": supernet.space.min()}
-    results = {name: evaluate_config(supernet, config, data, experiment) for name, config in targets.items()}
+    results = {name: top1(supernet, config, data, experiment) for name, config in targets.items()}
     atomic_write_json(run_dir / "eval.json", results)
     return results
 
@@ -429,24 +360,6 @@ def _log_step(log, progress, step: int, optimizer, metrics: dict[str, float], im
     progress.set_postfix(shown)
 
 
-def held_out(data: RunData):
-    """The images a run is evaluated on: the test split, else the validation split."""
-    images = data.source.test or data.sets.val
-    if images is None or not len(images):
-        raise MatchnasError(f"data set {data.source.name!r} has no test split to evaluate on: "
-                            "add a test/ folder or hold out validation images with data.val_per_class=N")
-    return images
-
-
-def evaluate_config(supernet: Supernet, config: SubnetConfig, data: RunData, experiment: Experiment) -> float:
-    """Top-1 on the test split (the validation split when there is no test split)."""
-    images = held_out(data)
-    pool = torch.cat([data.sets.labeled.images, data.sets.unlabeled.images])
-    t = experiment.train
-    net = calibrated_subnet(supernet, config, pool, t.recalibration_images, t.seed, data.flip)
-    return accuracy(net, images, config.resolution)
-
-
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop metric lines past ``step`` (a killed run may have logged steps it never saved, and cut
     its last line short: an unterminated last line goes too). Any other bad line is an error."""
@@ -465,35 +378,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         if logged <= step:
             keep.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
-def load_run(run_dir: str | Path, which: str = FINAL) -> tuple[Experiment, Supernet, RunData, dict]:
-    """The experiment, trained supernet, data and checkpoint state of a finished (or partial) run."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "experiment.yaml").is_file():
-        raise MatchnasError(f"{run_dir} is not a run directory (no experiment.yaml)")
-    path = run_dir / which if (run_dir / which).exists() else run_dir / LATEST
-    if not path.exists():
-        raise MatchnasError(f"{run_dir} has no checkpoint yet: continue it with `matchnas train --resume {run_dir}`")
-    state = load_checkpoint(path)
-    experiment = experiment_from_dict(state["experiment"], f"{path}: experiment")
-    data = prepare_data(experiment, run_dir)
-    supernet = build_supernet(experiment, data.num_classes, state)
-    if state.get("split"):
-        supernet = SplitSupernet.from_parent(supernet, SplitPlan.from_dict(state["split"]))
-    try:
-        supernet.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise MatchnasError(f"{path}: its weights do not fit the run's supernet ({str(err).splitlines()[0]})") from None
-    return experiment, supernet, data, state
-
-
-def read_experiment(run_dir: str | Path) -> Experiment:
-    """The resolved experiment a run was started with."""
-    path = Path(run_dir) / "experiment.yaml"
-    if not path.exists():
-        raise MatchnasError(f"{run_dir} is not a run directory (no experiment.yaml)")
-    return experiment_from_dict(read_yaml(path, "the run's experiment (YAML)"), str(path))
 
 
 def resume(run_dir: str | Path, placement: Placement = Placement()) -> dict[str, float]:

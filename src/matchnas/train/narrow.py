@@ -6,19 +6,15 @@ plus ``a_max`` and ``a_min``. The pool is saved as ``pool.json`` in the run dire
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from matchnas import cost
-from matchnas.errors import MatchnasError
-from matchnas.io import atomic_write_text, read_json, to_json
 from matchnas.nn import Supernet
-from matchnas.space import SearchSpace, SubnetConfig
+from matchnas.space import SubnetConfig
 
-POOL_FILE = "pool.json"
 
 
 def narrow_space(
@@ -52,27 +48,3 @@ def narrow_space(
         kept += [r["config"] for r in members[: math.ceil(keep * len(members))]]
     pool = list(dict.fromkeys([space.max(), space.min(), *kept]))
     return pool, records
-
-
-def save_pool(run_dir: Path, pool: list[SubnetConfig], records: list[dict], settings: dict) -> None:
-    body = {
-        "settings": settings,
-        "pool": [c.to_dict() for c in pool],
-        "scored": [{"config": r["config"].to_dict(), "flops": r["flops"], "score": r["score"]} for r in records],
-    }
-    atomic_write_text(run_dir / POOL_FILE, to_json(body))  # strict: a proxy score may overflow to inf
-
-
-def load_pool(run_dir: Path, space: SearchSpace) -> tuple[SubnetConfig, ...] | None:
-    """The run's narrowed pool, or None when the run trained on the whole space."""
-    path = Path(run_dir) / POOL_FILE
-    if not path.exists():
-        return None
-    body = read_json(path, "the run's narrowed pool")
-    if not isinstance(body, dict) or not isinstance(body.get("pool"), list):
-        raise MatchnasError(f"{path}: not a narrowed pool (no 'pool' list)")
-    pool = tuple(SubnetConfig.from_dict(c) for c in body["pool"])
-    for config in pool:
-        if config not in space:
-            raise MatchnasError(f"{path}: config {config.id} is not in space '{space.name}'")
-    return pool

@@ -1,0 +1,251 @@
+"""A trained run as one object: ``run = open_run("runs/x")``.
+
+Reading a run needs no training code and no pre-trained weights: the supernet is rebuilt from
+what the checkpoint recorded (its space, the number of classes, the backbone's BN epsilon, the
+few-shot plan) and gets the checkpoint's weights, so a shipped space file edited since never
+changes a trained model's function. :class:`Run` then offers what every reader of a run needs:
+
+- ``run.subnet(config)`` / ``run.subnet(budget="8M", metric="flops")``: the extracted subnet, a
+  plain ``nn.Module`` in eval mode with BN re-calibrated (METHOD.md, "BN recalibration");
+- ``run.top1(config, split)``: its top-1 on the test or validation split, the one implementation of
+  "recalibrate BN, then measure top-1" (METHOD.md, "Evaluation protocol");
+- ``run.selection_index`` (TOFA's ``I(a)``), ``run.pool`` (the narrowed pool, or None) and
+  ``run.fewshot_plan`` (the few-shot split, or None).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from matchnas.checkpoint import FINAL, LATEST, load_checkpoint
+from matchnas.convert import get_backbone
+from matchnas.data import ImageSet, Split, SplitSets, apply_split, load_source, load_split, make_split, resize
+from matchnas.data.source import DataSource
+from matchnas.errors import MatchnasError
+from matchnas.evaluate import accuracy, calibrated_subnet
+from matchnas.experiment import Experiment, experiment_from_dict
+from matchnas.io import read_yaml
+from matchnas.nn import StaticNet, Supernet
+from matchnas.nn.fewshot import SplitPlan, SplitSupernet
+from matchnas.pool import load_pool
+from matchnas.selection_index import SelectionIndex
+from matchnas.space import SearchSpace, SubnetConfig
+
+SPLITS = ("held_out", "test", "val")
+
+
+# -- the data of a run ----------------------------------------------------------------------------
+@dataclass
+class RunData:
+    """The data of a run, images stored as uint8 at ``image_size``."""
+
+    source: DataSource
+    split: Split
+    sets: SplitSets
+    unlabeled_truth: torch.Tensor | None
+    flip: bool
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.source.train.classes)
+
+    @property
+    def recalibration_pool(self) -> torch.Tensor:
+        """The training images BN statistics are re-estimated on (labelled + unlabelled, uint8)."""
+        return torch.cat([self.sets.labeled.images, self.sets.unlabeled.images])
+
+
+def prepare_data(experiment: Experiment, run_dir: Path, reuse_split: bool = True) -> RunData:
+    """Load the source, draw the split (or reload the run's ``split.json`` when ``reuse_split``),
+    and store images at ``image_size``. Writes nothing: a new run saves ``data.split`` once
+    everything has loaded."""
+    d = experiment.data
+    source = load_source(d.source, d.data_dir, d.image_size)
+    if len(source.classes) < 2:  # one class "trains" to 100% top-1 and means nothing
+        raise MatchnasError(f"data set {source.name!r} has one class {list(source.classes)}: a classifier needs at least 2")
+    split_path = run_dir / "split.json"
+    if reuse_split and split_path.exists():
+        split = load_split(split_path)
+    else:
+        split = make_split(
+            source,
+            seed=experiment.train.seed,
+            n_per_class=d.labels_per_class,
+            fraction=d.label_fraction,
+            n_val_per_class=d.val_per_class,
+            max_unlabeled=d.max_unlabeled,
+        )
+    source = _resized(source, d.image_size)
+    sets = apply_split(source, split)
+    truth = source.train_labels[list(split.unlabeled)] if not split.unlabeled_extra else None
+    flip = source.allow_flip if d.flip is None else d.flip
+    return RunData(source, split, sets, truth, flip)
+
+
+def _resized(source: DataSource, size: int) -> DataSource:
+    def fix(images):
+        if images is None or images.images.shape[-1] == size:
+            return images
+        return type(images)(resize(images.images, size), images.labels, images.classes)
+
+    return DataSource(source.name, fix(source.train), fix(source.test), fix(source.unlabeled), source.allow_flip)
+
+
+def held_out(data: RunData) -> ImageSet:
+    """The images a run is evaluated on: the test split, else the validation split."""
+    images = data.source.test or data.sets.val
+    if images is None or not len(images):
+        raise MatchnasError(f"data set {data.source.name!r} has no test split to evaluate on: "
+                            "add a test/ folder or hold out validation images with data.val_per_class=N")
+    return images
+
+
+def top1(supernet: Supernet, config: SubnetConfig, data: RunData, experiment: Experiment,
+         images: ImageSet | None = None) -> float:
+    """Top-1 (fraction) of ``config`` after BN recalibration on ``images`` (default: the held-out
+    split): the evaluation protocol every command and the training loop's final eval share."""
+    t = experiment.train
+    net = calibrated_subnet(supernet, config, data.recalibration_pool, t.recalibration_images, t.seed, data.flip)
+    return accuracy(net, held_out(data) if images is None else images, config.resolution)
+
+
+# -- the supernet of a run ------------------------------------------------------------------------
+def rebuild_supernet(experiment: Experiment, num_classes: int, checkpoint: dict) -> Supernet:
+    """The supernet of a run, rebuilt from the space its ``checkpoint`` recorded (the caller
+    loads the weights): a shipped space file edited since, or a convention the run predates
+    (``padding``: runs made before it was recorded pad ``k // 2``), never changes its function."""
+    if not isinstance(checkpoint.get("space"), dict):
+        raise MatchnasError("the checkpoint records no search space")
+    space = SearchSpace.from_dict(checkpoint["space"], source="the checkpoint's space")
+    supernet = Supernet(space, num_classes, bn_eps=get_backbone(experiment.model.backbone).bn_eps)
+    supernet.dropout.p = experiment.model.dropout
+    return supernet
+
+
+def read_experiment(run_dir: str | Path) -> Experiment:
+    """The resolved experiment a run was started with."""
+    path = Path(run_dir) / "experiment.yaml"
+    if not path.exists():
+        raise MatchnasError(f"{run_dir} is not a run directory (no experiment.yaml)")
+    return experiment_from_dict(read_yaml(path, "the run's experiment (YAML)"), str(path))
+
+
+def load_run(run_dir: str | Path, which: str = FINAL) -> tuple[Experiment, Supernet, RunData, dict]:
+    """The experiment, trained supernet, data and checkpoint state of a finished (or partial) run."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "experiment.yaml").is_file():
+        raise MatchnasError(f"{run_dir} is not a run directory (no experiment.yaml)")
+    path = run_dir / which if (run_dir / which).exists() else run_dir / LATEST
+    if not path.exists():
+        raise MatchnasError(f"{run_dir} has no checkpoint yet: continue it with `matchnas train --resume {run_dir}`")
+    state = load_checkpoint(path)
+    experiment = experiment_from_dict(state["experiment"], f"{path}: experiment")
+    data = prepare_data(experiment, run_dir)
+    supernet = rebuild_supernet(experiment, data.num_classes, state)
+    if state.get("split"):
+        supernet = SplitSupernet.from_parent(supernet, SplitPlan.from_dict(state["split"]))
+    try:
+        supernet.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise MatchnasError(f"{path}: its weights do not fit the run's supernet ({str(err).splitlines()[0]})") from None
+    return experiment, supernet, data, state
+
+
+# -- the run as one object ------------------------------------------------------------------------
+@dataclass
+class Run:
+    """A trained run: its experiment, supernet (eval mode), data and checkpoint state."""
+
+    dir: Path
+    experiment: Experiment
+    supernet: Supernet
+    data: RunData
+    state: dict[str, Any]
+    _top1: dict[tuple[SubnetConfig, str], float] = field(default_factory=dict, repr=False)
+
+    @property
+    def space(self) -> SearchSpace:
+        return self.supernet.space
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.data.source.train.classes)
+
+    @cached_property
+    def selection_index(self) -> SelectionIndex:
+        """TOFA's selection index ``I(a)`` as training left it."""
+        return SelectionIndex.from_json(self.state["selection_index"])
+
+    @cached_property
+    def pool(self) -> tuple[SubnetConfig, ...] | None:
+        """The narrowed pool of configs (``pool.json``), or None when the run trained on the space."""
+        return load_pool(self.dir, self.space)
+
+    @property
+    def fewshot_plan(self) -> SplitPlan | None:
+        """The few-shot split plan (:class:`~matchnas.nn.fewshot.SplitPlan`), or None."""
+        return getattr(self.supernet, "plan", None)
+
+    def images(self, split: str = "held_out") -> ImageSet:
+        """``test``, ``val``, or ``held_out`` (the test split, else the validation split)."""
+        if split not in SPLITS:
+            raise MatchnasError(f"unknown split '{split}': choose from {', '.join(SPLITS)}")
+        images = held_out(self.data) if split == "held_out" else (
+            self.data.source.test if split == "test" else self.data.sets.val)  # fmt: skip
+        if images is None or not len(images):
+            raise MatchnasError(f"{self.dir}: the run has no {split} split")
+        return images
+
+    def config(self, config: SubnetConfig | str | None = None, *, budget: float | str | None = None,
+               metric: str = "flops", strategy: str = "fixed") -> SubnetConfig:
+        """A config: given (``"max"``, ``"min"``, a config, a config JSON file), or the pick of
+        ``strategy`` for ``budget`` (``"8M"`` or a number, in ``metric``'s unit)."""
+        if (config is None) == (budget is None):
+            raise MatchnasError("give a config or a budget, not both or neither")
+        if budget is None:
+            if isinstance(config, SubnetConfig):
+                self.space.validate(config)
+                return config
+            if config in ("max", "min"):
+                return self.space.max() if config == "max" else self.space.min()
+            return self.space.config_from_file(config, "config")
+        from matchnas.search.budgets import format_cost, parse_budgets
+        from matchnas.search.run import build_context
+        from matchnas.search.strategies import run_strategy
+
+        ctx = build_context(self, metric)
+        (value,) = parse_budgets(str(budget))
+        (pick,) = run_strategy(strategy, ctx, [value]).picks
+        if pick.config is None:
+            raise MatchnasError(f"no config of {self.dir} fits {metric} budget {format_cost(value, metric)}: "
+                                f"the cheapest costs {format_cost(pick.cost, metric)}")
+        return pick.config
+
+    def subnet(self, config: SubnetConfig | str | None = None, *, budget: float | str | None = None,
+               metric: str = "flops", strategy: str = "fixed") -> StaticNet:
+        """The extracted subnet (see :meth:`config`) with BN re-calibrated, in eval mode."""
+        chosen = self.config(config, budget=budget, metric=metric, strategy=strategy)
+        t = self.experiment.train
+        pool = self.data.recalibration_pool
+        return calibrated_subnet(self.supernet, chosen, pool, t.recalibration_images, t.seed, self.data.flip).eval()
+
+    def top1(self, config: SubnetConfig, split: str | ImageSet = "held_out") -> float:
+        """Top-1 (fraction) of ``config`` after BN recalibration, on a split (cached) or a set."""
+        if not isinstance(split, str):
+            return top1(self.supernet, config, self.data, self.experiment, split)
+        key = (config, split)
+        if key not in self._top1:
+            self._top1[key] = top1(self.supernet, config, self.data, self.experiment, self.images(split))
+        return self._top1[key]
+
+
+def open_run(run_dir: str | Path, which: str = FINAL) -> Run:
+    """Open a trained run directory (``matchnas train --out``); ``which`` checkpoint, falling back
+    to the latest one of a run that has not finished."""
+    experiment, supernet, data, state = load_run(run_dir, which)
+    return Run(Path(run_dir), experiment, supernet.eval(), data, state)
