@@ -2,6 +2,7 @@
 predict on int8 bundles, and the ExecuTorch int8 path when ExecuTorch is installed."""
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -108,13 +109,16 @@ def test_predict_runs_the_int8_model_of_a_bundle(int8_bundle, tmp_path):
     assert model.path.name.endswith(".int8.onnx") and model.classes == [str(k) for k in range(10)]
     text = predict(out, [png], top_k=2, int8=True)
     assert ".int8.onnx" in text and "  1. " in text
-    # the file alone, beside its manifest: found there and its sha256 checked
-    assert load_model(model.path).name == manifest["models"][0]["name"] or load_model(model.path).name in {
-        m["name"] for m in manifest["models"]}
-    float_only = run_dir_bundle = out.parent / "bundle"
-    if run_dir_bundle.is_dir():  # the float32 bundle of test_export, when it ran in this session
-        with pytest.raises(MatchnasError, match="no onnx-int8 model .*--quantize int8"):
-            load_model(float_only, int8=True)
+    # the file alone, beside its manifest: found there (its sha256 checked), and run as it is
+    assert load_model(model.path).name in {m["name"] for m in manifest["models"]}
+    float_only = tmp_path / "float-only"
+    shutil.copytree(out, float_only)
+    manifest = json.loads((out / "manifest.json").read_text())  # a copy: the fixture's stays whole
+    for m in manifest["models"]:
+        del m["files"]["onnx-int8"]
+    (float_only / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MatchnasError, match="no onnx-int8 model .*--quantize int8"):
+        load_model(float_only, int8=True)
 
 
 def test_executorch_int8_pte_runs_and_its_record_is_complete(run, tmp_path):  # noqa: F811
