@@ -267,3 +267,26 @@ def test_part_is_printable_and_orderable():
     part = Part("block", 8, 8, 4, 16, 3, 1, True, True)
     assert str(part) == "block 8>16>8 k3 s1 @4px+res"
     assert min(part, Part("stem", 3, 8, 16)).kind == "block"
+
+
+def test_int8_lut_times_static_int8_parts_and_keeps_its_precision_on_disk(tmp_path):
+    space = SearchSpace.from_dict(MICRO_SPACE)
+    table = build_lut(space, 3, "onnxruntime", warmup=1, repeats=3, rounds=1, calibration=3, progress=False, quantize="int8")
+    assert table.precision == "int8" and set(table.entries) == set(enumerate_parts(space, 3))
+    table.save(tmp_path / "lut.json")
+    assert LatencyTable.load(tmp_path / "lut.json", space).precision == "int8"
+    assert json.loads((tmp_path / "lut.json").read_text())["precision"] == "int8"
+    part = max(table.entries)  # the int8 runner really runs a quantized graph: its outputs are close, not equal
+    module = part.module()
+    x = torch.randn(*part.input_shape).numpy()
+    fp32, int8 = Runner(module, part.input_shape, "onnxruntime"), Runner(module, part.input_shape, "onnxruntime", quantize="int8")
+    diff = np.abs(fp32.outputs(x) - int8.outputs(x)).max()
+    assert 0 < diff < 0.2 * np.abs(fp32.outputs(x)).max()
+
+
+def test_int8_latency_needs_onnxruntime_and_a_known_precision():
+    space = SearchSpace.from_dict(MICRO_SPACE)
+    with pytest.raises(MatchnasError, match="int8 latency is timed in onnxruntime"):
+        build_lut(space, 3, "torch", quantize="int8")
+    with pytest.raises(MatchnasError, match="unknown --quantize 'int4'"):
+        build_lut(space, 3, "onnxruntime", quantize="int4")

@@ -151,7 +151,7 @@ def _cmd_latency(args: argparse.Namespace) -> None:
     from matchnas.latency import build_lut_command
 
     space = load_space(args.space or args.backbone)
-    print(build_lut_command(space, args.num_classes, args.runtime, args.out, args.threads))
+    print(build_lut_command(space, args.num_classes, args.runtime, args.out, args.threads, args.quantize))
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -159,14 +159,15 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
     print(export_run(args.run_dir, args.out, formats=args.format, selections=args.selections, subnet=args.subnet,
                      force=args.force, tolerance=args.tolerance, parity_images=args.parity_images,
-                     threads=args.threads, latency_runs=args.latency_runs))
+                     threads=args.threads, latency_runs=args.latency_runs, quantize=args.quantize,
+                     int8_tolerance=args.int8_tolerance, calibration_images=args.calibration_images))
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
     from matchnas.predict import predict
 
     print(predict(args.model, args.images, top_k=args.top_k, budget=args.budget, resolution=args.resolution,
-                  threads=args.threads))
+                  threads=args.threads, int8=args.int8))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--space", help="a space YAML or shipped name (default: the backbone's)")
     build.add_argument("--num-classes", type=COUNT, default=10)
     build.add_argument("--threads", type=COUNT, help="intra-op threads for timing (default: the runtime's choice)")
+    build.add_argument("--quantize", help="int8: time static int8 parts (onnxruntime QDQ), for int8 latency budgets")
     build.set_defaults(run=_cmd_latency)
 
     export = commands.add_parser("export", help="export selected subnets as standalone models with parity checks")
@@ -234,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--parity-images", type=COUNT, default=256, help="test images for parity checks (default: %(default)s)")
     export.add_argument("--threads", type=COUNT, default=1, help="runtime threads for latency timing (default: %(default)s)")
     export.add_argument("--latency-runs", type=COUNT, default=50, help="timed runs per model (default: %(default)s)")
+    export.add_argument("--quantize", help="int8: also export each file as a static int8 model (calibrated, measured)")
+    export.add_argument("--int8-tolerance", type=at_least(0.0, float), default=1.0, metavar="POINTS",
+                        help="max test top-1 drop of an int8 file, in percentage points (default: %(default)s)")
+    export.add_argument("--calibration-images", type=COUNT, help="int8 calibration images (default: train.recalibration_images)")
     export.set_defaults(run=_cmd_export)
 
     predict = commands.add_parser("predict", help="classify images with an exported ONNX model or bundle (no PyTorch needed)")
@@ -243,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--budget", help="which model of a bundle: a budget label, a number or a config id (default: the largest)")
     predict.add_argument("--resolution", type=COUNT, help="input size for a bare .onnx with a dynamic shape")
     predict.add_argument("--threads", type=COUNT)
+    predict.add_argument("--int8", action="store_true", help="run the bundle's int8 ONNX model (export --quantize int8)")
     predict.set_defaults(run=_cmd_predict)
 
     demo = commands.add_parser("demo", help="the end-to-end demo on the embedded digits data")

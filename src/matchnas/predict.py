@@ -36,6 +36,7 @@ from matchnas.io import read_json
 
 MANIFEST_VERSIONS = (1,)  # manifest format versions this module reads (matchnas.export writes 1)
 _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
+ONNX_KEYS = ("onnx", "onnx-int8")  # manifest keys of the float32 and int8 ONNX files (matchnas.export.quantize)
 
 
 @dataclass
@@ -56,6 +57,7 @@ def predict(
     budget: str | None = None,
     resolution: int | None = None,
     threads: int | None = None,
+    int8: bool = False,
 ) -> str:
     """Classify ``images``; returns, per image, its file and top-k labels with probabilities.
 
@@ -67,10 +69,11 @@ def predict(
             e.g. ``4M`` or ``flops-4.00M``, a number, or a config id); default: the largest.
         resolution: input size for an ONNX file that does not say (dynamic input shape).
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+        int8: in a bundle, run the int8 ONNX file (``export --quantize int8``) instead of float32.
     """
-    model = load_model(model_or_bundle, budget, resolution, threads)
+    model = load_model(model_or_bundle, budget, resolution, threads, int8)
     results = classify(model, images, top_k)
-    lines = [f"model {model.name} ({model.preprocess['resolution']} px, onnxruntime)"]
+    lines = [f"model {model.name} ({model.path.name}, {model.preprocess['resolution']} px, onnxruntime)"]
     for path, top in zip(images, results):
         lines.append(str(path))
         width = max(len(label) for label, _ in top)
@@ -122,28 +125,31 @@ def preprocess_image(path: str | Path, spec: dict[str, Any]) -> np.ndarray:
 
 
 def load_model(
-    model_or_bundle: str | Path, budget: str | None = None, resolution: int | None = None, threads: int | None = None
+    model_or_bundle: str | Path, budget: str | None = None, resolution: int | None = None, threads: int | None = None,
+    int8: bool = False,
 ) -> LoadedModel:
-    """The ONNX model of a bundle folder or file, with its preprocessing and class names."""
+    """The ONNX model of a bundle folder or file, with its preprocessing and class names; an int8
+    file (``*.int8.onnx``) runs the same way (onnxruntime executes its QDQ graph)."""
     path = Path(model_or_bundle)
     if not path.exists():
         raise MatchnasError(f"{path}: no such model file or bundle folder")
-    entry = None
+    entry, key = None, ONNX_KEYS[1] if int8 else ONNX_KEYS[0]
     if path.is_dir():
         manifest = _read_manifest(path / "manifest.json")
-        entry = _pick(manifest, budget, path)
-        path = path / entry["files"]["onnx"]["file"]
+        entry = _pick(manifest, budget, path, key)
+        path = path / entry["files"][key]["file"]
     else:
         if path.suffix == ".pte":
             raise MatchnasError(f"{path}: predict runs ONNX models through onnxruntime; a .pte runs in the ExecuTorch runtime")
         beside = path.parent / "manifest.json"
         if beside.is_file():
             manifest = _read_manifest(beside)
-            entry = next((m for m in manifest["models"] if m["files"].get("onnx", {}).get("file") == path.name), None)
-        if budget is not None:
-            raise MatchnasError("--budget picks a model of a bundle folder, not of a single .onnx file")
+            found = [(m, k) for m in manifest["models"] for k in ONNX_KEYS if m["files"].get(k, {}).get("file") == path.name]
+            entry, key = found[0] if found else (None, key)
+        if budget is not None or int8:
+            raise MatchnasError("--budget and --int8 pick a model of a bundle folder, not of a single .onnx file")
     if entry is not None:
-        expected = entry["files"]["onnx"]["sha256"]
+        expected = entry["files"][key]["sha256"]
         if not path.is_file() or _sha256(path) != expected:
             raise MatchnasError(f"{path}: missing, or changed since export (sha256 differs from manifest.json)")
     session = _session(path, threads)
@@ -190,21 +196,23 @@ def _entry_problem(entry: Any) -> str | None:
     for fmt, record in entry["files"].items():
         if not isinstance(record, dict) or not isinstance(record.get("file"), str) or not isinstance(record.get("sha256"), str):
             return f"files.{fmt} needs 'file' and 'sha256'"
-    if "onnx" in entry["files"]:
+    if any(k in entry["files"] for k in ONNX_KEYS):
         spec = entry.get("preprocess")
         numbers = ("resolution", "mean", "std")
         if not isinstance(spec, dict) or "color" not in spec or not all(isinstance(spec.get(k), (int, float)) for k in numbers):
             return "has no valid 'preprocess' (color, resolution, mean, std)"
-        if "/" in entry["files"]["onnx"]["file"] or "\\" in entry["files"]["onnx"]["file"]:
+        if any("/" in entry["files"][k]["file"] or "\\" in entry["files"][k]["file"] for k in ONNX_KEYS if k in entry["files"]):
             return "names a model file outside the bundle"
     return None
 
 
-def _pick(manifest: dict, budget: str | None, folder: Path) -> dict:
-    """The bundle's model for ``budget`` (label, number or config id), or its largest ONNX model."""
-    models = [m for m in manifest["models"] if "onnx" in m["files"]]
+def _pick(manifest: dict, budget: str | None, folder: Path, key: str = "onnx") -> dict:
+    """The bundle's model for ``budget`` (label, number or config id), or its largest ONNX model;
+    ``key``: ``"onnx"`` (float32) or ``"onnx-int8"``."""
+    models = [m for m in manifest["models"] if key in m["files"]]
     if not models:
-        raise MatchnasError(f"{folder}: the bundle has no ONNX model (export it with --format onnx)")
+        how = "--format onnx --quantize int8" if key != "onnx" else "--format onnx"
+        raise MatchnasError(f"{folder}: the bundle has no {key} model (export it with {how})")
     if budget is None:
         return max(models, key=lambda m: m["flops"])
     wanted = str(budget).strip()

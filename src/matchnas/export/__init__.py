@@ -11,6 +11,10 @@ For every subnet (the picks of a ``selections.json``, or one ``--subnet`` config
    agreement. Above the tolerance the export fails, naming the model and the numbers;
 4. times the file in that runtime (batch 1, median after warm-up, a fixed thread count).
 
+With ``quantize="int8"`` each file is also written as a static int8 model, its top-1, drop from
+float32, agreement, latency and size measured and its drop held to a tolerance
+(:mod:`~matchnas.export.quantize`).
+
 The bundle is built in a hidden folder next to ``out_dir`` and renamed into place at the end, so
 a failed export leaves nothing behind and ``force`` replaces an old bundle only once the new one is
 complete.
@@ -27,7 +31,9 @@ by 2.4, BN left in training mode by 24, even a 127.5-for-128 input scale by 1e-2
 Files: :mod:`~matchnas.export.bundle` (the command: targets in, a complete bundle folder out),
 :mod:`~matchnas.export.targets` (which configs: selections or ``--subnet``),
 :mod:`~matchnas.export.formats` (the format registry), :mod:`~matchnas.export.onnx_format` and
-:mod:`~matchnas.export.executorch_format` (one exporter each), :mod:`~matchnas.export.parity`
+:mod:`~matchnas.export.executorch_format` (one exporter each), :mod:`~matchnas.export.quantize`,
+:mod:`~matchnas.export.quantize_onnx` and :mod:`~matchnas.export.quantize_executorch` (int8),
+:mod:`~matchnas.export.parity`
 (parity checks and timing a file), :mod:`~matchnas.export.manifest` (the manifest's entries).
 """
 

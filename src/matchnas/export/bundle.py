@@ -18,6 +18,7 @@ from matchnas.export.formats import REGISTRY, SUFFIX, TOLERANCE, parse_formats
 from matchnas.export.manifest import manifest as build_manifest
 from matchnas.export.manifest import model_entry, sha256
 from matchnas.export.parity import check_parity
+from matchnas.export.quantize import DROP_TOLERANCE, calibration_set, check_drop, file_key, file_suffix, parse_quantize, quantized_file
 from matchnas.export.targets import selection_targets, subnet_target
 from matchnas.io import atomic_write_json, check_writable, read_json, remove_leftovers, work_dir
 from matchnas.space import SearchSpace, SubnetConfig
@@ -35,6 +36,9 @@ def export_run(
     parity_images: int = 256,
     threads: int = 1,
     latency_runs: int = 50,
+    quantize: str | None = None,
+    int8_tolerance: float = DROP_TOLERANCE,
+    calibration_images: int | None = None,
 ) -> str:
     """Export the selected subnets of a trained run as a bundle; returns a summary table.
 
@@ -50,6 +54,10 @@ def export_run(
         parity_images: held-out images compared (at the subnet's resolution).
         threads: intra-op threads of the runtimes for the parity run and the latency.
         latency_runs: timed batch-1 runs (after ``latency_runs // 5`` warm-up runs).
+        quantize: ``"int8"``: also write each file as a static int8 model (see
+            :mod:`matchnas.export.quantize`); None: float32 only.
+        int8_tolerance: the most percentage points of test top-1 an int8 file may lose.
+        calibration_images: int8 calibration images; None: the run's ``train.recalibration_images``.
 
     Raises:
         MatchnasError: bad input (nothing is written) or an export above tolerance.
@@ -62,6 +70,9 @@ def export_run(
         raise MatchnasError(f"tolerance must be >= 0, got {tolerance}")
     if threads < 1 or latency_runs < 1 or parity_images < 1:
         raise MatchnasError("threads, latency runs and parity images must be at least 1")
+    quantize = parse_quantize(quantize)
+    if not int8_tolerance >= 0 or (calibration_images is not None and calibration_images < 1):
+        raise MatchnasError(f"int8 tolerance must be >= 0 and calibration images >= 1, got {int8_tolerance}, {calibration_images}")
     _check_out_dir(out_dir, run_dir, force)
     check_writable(out_dir, "--out")
     if selections is not None and subnet is not None:
@@ -90,6 +101,8 @@ def export_run(
     held_out, split = (data.source.test, "test") if data.source.test is not None else (data.sets.val, "val")
     if held_out is None or not len(held_out):
         held_out, split = None, None
+    if quantize is not None and held_out is None:
+        raise MatchnasError(f"--quantize {quantize} measures top-1 on held-out images: {run_dir} has no test or validation split")
     check_set, check_split = (held_out, split) if held_out is not None else (data.sets.labeled, "labeled")
     preprocess = {
         "color": "grey" if data.sets.labeled.images.shape[1] == 1 else "rgb",
@@ -109,6 +122,7 @@ def export_run(
     try:
         nets: dict[SubnetConfig, tuple[torch.nn.Module, float | None]] = {}
         done: dict[tuple[SubnetConfig, str], dict] = {}
+        int8_inputs: dict[SubnetConfig, tuple] = {}
         models = []
         for target in targets:
             config = target.config
@@ -118,6 +132,11 @@ def export_run(
                 net = run.subnet(config).to(memory_format=torch.contiguous_format).eval()
                 top1 = accuracy(net, held_out, config.resolution) if held_out is not None else None
                 nets[config] = (net, top1)
+                if quantize is not None:
+                    t = experiment.train
+                    n_calibration = calibration_images or t.recalibration_images
+                    int8_inputs[config] = _int8_inputs(net, held_out, data.recalibration_pool, config.resolution, c,
+                                                       n_calibration, t.seed, data.flip)
             net, top1 = nets[config]
             entry = model_entry(target, top1, space, k, c, classes, {**preprocess, "resolution": config.resolution})
             name = entry["name"]
@@ -137,6 +156,22 @@ def export_run(
                     done[config, fmt] = record
                 record.update(file=path.name, sha256=sha256(path), bytes=path.stat().st_size)
                 entry["files"][fmt] = record
+                if quantize is not None:
+                    key, float_path = file_key(fmt, quantize), path
+                    path = work / f"{name}{file_suffix(SUFFIX[fmt], quantize)}"
+                    if (config, key) in done:
+                        shutil.copyfile(work / done[config, key]["file"], path)
+                        record = dict(done[config, key])
+                    else:
+                        began = time.perf_counter()
+                        record = quantized_file(REGISTRY[fmt].quantizer, net, float_path, path, *int8_inputs[config],
+                                                top1, threads, latency_runs)
+                        record["export_seconds"] = round(time.perf_counter() - began, 3)
+                        check_drop(path.name, record, int8_tolerance)
+                        done[config, key] = record
+                    record.update(file=path.name, sha256=sha256(path), bytes=path.stat().st_size,
+                                  float32_bytes=float_path.stat().st_size)
+                    entry["files"][key] = record
             models.append(entry)
 
         header = {**source, "skipped": skipped, "test_split": split,
@@ -148,6 +183,16 @@ def export_run(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return _summary(run_dir, out_dir, space, manifest, formats)
+
+
+def _int8_inputs(net, held_out, pool, resolution: int, c: int, n_calibration: int, seed: int, flip: bool) -> tuple:
+    """What a quantizer needs for one config: calibration images, the held-out images and labels,
+    and the float32 subnet's logits and top-1 on them."""
+    images = to_model_input(held_out.images, size=resolution, channels=c).numpy()
+    with torch.no_grad():
+        logits = torch.cat([net(torch.from_numpy(images[i : i + 256])) for i in range(0, len(images), 256)]).numpy()
+    calibration = calibration_set(pool, resolution, n_calibration, seed, flip)
+    return calibration, (images, held_out.labels.numpy()), logits
 
 
 def _check_out_dir(out_dir: Path, run_dir: Path, force: bool) -> None:
@@ -185,9 +230,12 @@ def _move_into_place(work: Path, out_dir: Path) -> None:
 
 def _summary(run_dir: Path, out_dir: Path, space: SearchSpace, manifest: dict, formats: tuple[str, ...]) -> str:
     lines = [f"exported {len(manifest['models'])} model(s) of {run_dir} (space {space.name}, {space.digest})"]
+    keys = [k for k in manifest["models"][0]["files"] if k not in formats]  # the int8 files, if any
     head = f"{'model':>28} {'FLOPs':>9} {'params':>9} {'top-1':>7}"
     for fmt in formats:
         head += f" {fmt + ' |diff|':>17} {'agree':>6} {'ms':>7}"
+    for key in keys:
+        head += f" {key + ' top-1':>16} {'drop':>6} {'agree':>6} {'ms':>7}"
     lines.append(head)
     for m in manifest["models"]:
         top1 = f"{100 * m['test_top1']:.2f}%" if m["test_top1"] is not None else "-"
@@ -195,6 +243,10 @@ def _summary(run_dir: Path, out_dir: Path, space: SearchSpace, manifest: dict, f
         for fmt in formats:
             f = m["files"][fmt]
             row += f" {f['parity']['max_abs_logit_diff']:>17.2e} {100 * f['parity']['top1_agreement']:>5.1f}% {f['latency']['ms_median']:>7.3f}"
+        for key in keys:
+            f = m["files"][key]
+            row += (f" {100 * f['test_top1']:>15.2f}% {f['top1_drop_points']:>6.2f} "
+                    f"{100 * f['top1_agreement_with_float32']:>5.1f}% {f['latency']['ms_median']:>7.3f}")
         lines.append(row)
     for s in manifest["skipped"]:
         lines.append(f"skipped budget {s['budget_label']}: {s['reason']}")

@@ -3,6 +3,7 @@ runtime; an optional dependency (``.[mobile]``)."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ EXECUTORCH_MODULES = (
 
 def executorch_api() -> dict[str, Callable]:
     """The ExecuTorch entry points, or a one-line error saying what to install."""
+    # torchao (an ExecuTorch dependency) logs warnings about CUDA kernels a CPU build cannot load.
+    logging.getLogger("torchao").setLevel(logging.ERROR)
     try:
         from executorch.backends.xnnpack.partition import xnnpack_partitioner
         from executorch.exir import to_edge_transform_and_lower
@@ -32,6 +35,18 @@ def executorch_api() -> dict[str, Callable]:
         raise MatchnasError(f"format executorch needs ExecuTorch, which is not installed: {INSTALL_HINT}") from None
     partitioner = xnnpack_partitioner.XnnpackPartitioner
     return {"partitioner": partitioner, "lower": to_edge_transform_and_lower, "runtime": Runtime}
+
+
+def set_threads(threads: int) -> int | None:
+    """Size ExecuTorch's thread pool (XNNPACK runs on it; without this hook it keeps its default
+    size); returns the size it has, None where this build lacks the hook."""
+    try:
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(threads)
+        return portable_lib._threadpool_get_thread_count()
+    except (ImportError, AttributeError):
+        return None
 
 
 def export_executorch(net, x: torch.Tensor, path: Path, meta: dict, threads: int, runs: int) -> dict:
@@ -44,13 +59,7 @@ def export_executorch(net, x: torch.Tensor, path: Path, meta: dict, threads: int
         program = torch.export.export(net, (one,))
         lowered = et["lower"](program, partitioner=[et["partitioner"]()])
         path.write_bytes(lowered.to_executorch().buffer)
-    try:  # XNNPACK runs on ExecuTorch's thread pool; without this hook it keeps its default size
-        from executorch.extension.pybindings import portable_lib
-
-        portable_lib._unsafe_reset_threadpool(threads)
-        pool_threads = portable_lib._threadpool_get_thread_count()
-    except (ImportError, AttributeError):
-        pool_threads = None
+    pool_threads = set_threads(threads)
     method = et["runtime"].get().load_program(path).load_method("forward")
     with torch.no_grad():
         reference = net(x).numpy()

@@ -1,7 +1,8 @@
 """The export format registry: name -> file suffix, exporter, default parity tolerance.
 
 An exporter is ``(net, x, path, meta, threads, runs) -> record``: it writes ``path``, runs the
-file in its own runtime on ``x`` and returns the parity numbers and latency of the manifest.
+file in its own runtime on ``x`` and returns the parity numbers and latency of the manifest. A
+quantizer writes the format's static int8 file (:mod:`matchnas.export.quantize`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from matchnas.errors import MatchnasError
 from matchnas.export.executorch_format import executorch_api, export_executorch
 from matchnas.export.onnx_format import export_onnx
+from matchnas.export.quantize_executorch import quantize_executorch
+from matchnas.export.quantize_onnx import quantize_onnx
 
 
 @dataclass(frozen=True)
@@ -20,11 +23,14 @@ class Format:
     exporter: Callable[..., dict]
     tolerance: float  # max |logit difference| against PyTorch (see matchnas.export)
     check_installed: Callable[[], object] | None = None
+    # (net, float_path, path, calibration, test_images, threads, runs) -> (record, logits): the
+    # static int8 file (see matchnas.export.quantize)
+    quantizer: Callable[..., tuple[dict, object]] | None = None
 
 
 REGISTRY = {
-    "onnx": Format(".onnx", export_onnx, 1e-3),
-    "executorch": Format(".pte", export_executorch, 1e-3, executorch_api),
+    "onnx": Format(".onnx", export_onnx, 1e-3, quantizer=quantize_onnx),
+    "executorch": Format(".pte", export_executorch, 1e-3, executorch_api, quantize_executorch),
 }
 FORMATS = tuple(REGISTRY)
 SUFFIX = {name: f.suffix for name, f in REGISTRY.items()}

@@ -25,6 +25,17 @@ from matchnas.errors import MatchnasError
 from matchnas.space import SubnetConfig
 
 RUNTIMES = ("onnxruntime", "torch")
+PRECISIONS = ("float32", "int8")
+
+
+def check_precision(runtime: str, quantize: str | None) -> str:
+    """The precision a runner times: ``"float32"``, or ``"int8"`` (static QDQ, onnxruntime only)."""
+    precision = "float32" if quantize in (None, "float32") else str(quantize)
+    if precision not in PRECISIONS:
+        raise MatchnasError(f"unknown --quantize '{quantize}': choose from int8")
+    if precision == "int8" and runtime != "onnxruntime":
+        raise MatchnasError(f"int8 latency is timed in onnxruntime (static QDQ), not in {runtime}")
+    return precision
 
 
 def check_runtime(runtime: str) -> None:
@@ -57,10 +68,15 @@ class Runner:
     output for ``x`` (a NumPy array), for parity checks. For onnxruntime the module is exported to a
     temporary ONNX file (deleted once the session has loaded it) and the session uses exactly
     ``threads`` intra-op threads and one inter-op thread, sequential execution, all graph
-    optimisations (BN folded into convs, conv + clip fused, NCHWc layouts)."""
+    optimisations (BN folded into convs, conv + clip fused, NCHWc layouts). With ``quantize="int8"``
+    the ONNX file is first quantized as ``matchnas export --quantize int8`` does (static QDQ,
+    per-channel weights), its ranges calibrated on random inputs: the int8 kernels' speed depends
+    on shapes, not on the ranges."""
 
-    def __init__(self, module: nn.Module, input_shape: tuple[int, ...], runtime: str, threads: int | None = None):
+    def __init__(self, module: nn.Module, input_shape: tuple[int, ...], runtime: str, threads: int | None = None,
+                 quantize: str | None = None):
         check_runtime(runtime)
+        self.precision = check_precision(runtime, quantize)
         self.runtime, self.threads = runtime, thread_count(threads)
         module = module.eval()
         self.x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
@@ -77,6 +93,12 @@ class Runner:
                     module, (self.x,), path, input_names=["images"], output_names=["logits"],
                     dynamic_axes={"images": {0: "batch"}}, dynamo=False,
                 )  # fmt: skip
+            if self.precision == "int8":
+                from matchnas.export.quantize_onnx import quantize_onnx_file  # not at the top: export imports latency
+
+                calibration = torch.randn(8, *input_shape[1:], generator=torch.Generator().manual_seed(1)).numpy()
+                quantize_onnx_file(path, os.path.join(tmp, "int8.onnx"), calibration)
+                path = os.path.join(tmp, "int8.onnx")
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1

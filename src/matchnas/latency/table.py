@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from matchnas.errors import MatchnasError
 from matchnas.io import atomic_write_json, check_writable, read_json
-from matchnas.latency.measure import Runner, check_runtime, load_average, thread_count, machine_description, measure_interleaved
+from matchnas.latency.measure import Runner, check_precision, check_runtime, load_average, thread_count, machine_description, measure_interleaved
 from matchnas.latency.parts import Part, config_parts, enumerate_parts
 from matchnas.space import SearchSpace, SubnetConfig
 
@@ -39,6 +39,7 @@ class LatencyTable:
     overhead_ms: float = 0.0
     in_chans: int = 3
     meta: dict[str, Any] | None = None
+    precision: str = "float32"  # "int8": parts timed as static int8 models (build --quantize int8)
 
     def parts_sum(self, config: SubnetConfig) -> tuple[float, int]:
         """The sum of the table's entries for ``config``'s parts (ms) and the number of parts."""
@@ -82,7 +83,7 @@ class LatencyTable:
         ]
         return LatencyTable(
             self.space, self.num_classes, self.runtime, self.threads, self.entries,
-            intercept, overhead, self.in_chans, meta,
+            intercept, overhead, self.in_chans, meta, self.precision,
         )  # fmt: skip
 
     # -- files --------------------------------------------------------------------------------------
@@ -94,6 +95,7 @@ class LatencyTable:
             "num_classes": self.num_classes,
             "in_chans": self.in_chans,
             "runtime": self.runtime,
+            "precision": self.precision,
             "threads": self.threads,
             "batch": 1,
             "unit": "ms",
@@ -125,6 +127,7 @@ class LatencyTable:
             return cls(
                 space, int(data["num_classes"]), data["runtime"], int(data["threads"]), entries,
                 float(data["intercept_ms"]), float(data["overhead_ms"]), int(data["in_chans"]), data["meta"],
+                str(data.get("precision", "float32")),  # tables made before int8 are float32
             )  # fmt: skip
         except (KeyError, TypeError, ValueError) as err:
             raise MatchnasError(f"{path}: malformed latency table ({err!r})") from None
@@ -142,30 +145,34 @@ def build_lut(
     seed: int = 0,
     in_chans: int = 3,
     progress: bool = True,
+    quantize: str | None = None,
 ) -> LatencyTable:
     """Time every part shape of ``space`` (:func:`enumerate_parts`) on this machine, then fit the
     intercept and per-part overhead on ``calibration`` whole configs (max, min, then random ones
     drawn with ``seed``; at least one) of a random-weight supernet: latency depends on shapes, not on
-    weight values. Parts and whole configs are timed alike, by :func:`measure_interleaved`."""
+    weight values. Parts and whole configs are timed alike, by :func:`measure_interleaved`.
+    ``quantize="int8"``: parts and calibration configs are timed as static int8 ONNX models."""
     from matchnas.nn import Supernet  # needed to build a table, not to predict
 
     check_runtime(runtime)
+    precision = check_precision(runtime, quantize)
     threads = thread_count(threads)
     start = time.perf_counter()
     parts = enumerate_parts(space, num_classes, in_chans)
     torch.manual_seed(seed)
     load_before = load_average()
     prepare = tqdm(parts, "export parts", disable=not progress)
-    runners = [Runner(p.module(), p.input_shape, runtime, threads) for p in prepare]
+    runners = [Runner(p.module(), p.input_shape, runtime, threads, quantize) for p in prepare]
     with tqdm(total=len(parts) * rounds, desc=f"time parts ({runtime})", disable=not progress) as bar:
         times = measure_interleaved(runners, warmup, repeats, rounds, bar)
     del runners
-    table = LatencyTable(space, num_classes, runtime, threads, dict(zip(parts, times)), in_chans=in_chans)
+    table = LatencyTable(space, num_classes, runtime, threads, dict(zip(parts, times)), in_chans=in_chans, precision=precision)
     rng = np.random.default_rng(seed)
     configs = [space.max(), space.min()] + [space.sample(rng) for _ in range(max(calibration - 2, 0))]
     configs = list(dict.fromkeys(configs))[: max(calibration, 1)]
     supernet = Supernet(space, num_classes, in_chans).eval()
-    whole = [Runner(supernet.extract(c), (1, in_chans, c.resolution, c.resolution), runtime, threads) for c in configs]
+    whole = [Runner(supernet.extract(c), (1, in_chans, c.resolution, c.resolution), runtime, threads, quantize)
+             for c in configs]
     # whole subnets are timed exactly as the parts were, so the fit sees one measurement protocol
     with tqdm(total=len(whole) * rounds, desc="calibrate", disable=not progress) as bar:
         measured = measure_interleaved(whole, warmup, repeats, rounds, bar)
@@ -180,15 +187,17 @@ def build_lut(
 
 
 def build_lut_command(
-    space: SearchSpace | str, num_classes: int, runtime: str, out_path: str | Path, threads: int | None = None
+    space: SearchSpace | str, num_classes: int, runtime: str, out_path: str | Path, threads: int | None = None,
+    quantize: str | None = None,
 ) -> str:
     """``matchnas latency build``: build, save, and return a one-paragraph summary."""
     from matchnas.space import load_space
 
     space = load_space(space) if isinstance(space, str) else space
     check_runtime(runtime)
+    check_precision(runtime, quantize)
     check_writable(out_path, "--out")
-    table = build_lut(space, num_classes, runtime, threads)
+    table = build_lut(space, num_classes, runtime, threads, quantize=quantize)
     table.save(out_path)
     kinds = {k: sum(p.kind == k for p in table.entries) for k in ("stem", "block", "head")}
     calibration = [(SubnetConfig.from_dict(c["config"]), c["measured_ms"]) for c in table.meta["calibration"]]
@@ -198,7 +207,7 @@ def build_lut_command(
         f"Latency table for space '{space.name}' ({space.digest}), {num_classes} classes: "
         f"{len(table.entries)} part shapes ({kinds['stem']} stems, {kinds['block']} blocks, "
         f"{kinds['head']} heads) "
-        f"timed with {runtime} at batch 1, {table.threads} intra-op thread(s), on {machine['cpu']} "
+        f"timed with {runtime} ({table.precision}) at batch 1, {table.threads} intra-op thread(s), on {machine['cpu']} "
         f"({machine['cpu_count']} cores) in {table.meta['build']['seconds']:.0f} s. Calibrated on "
         f"{len(errors)} whole configs: intercept {table.intercept_ms:.4f} ms, per-part overhead "
         f"{table.overhead_ms:.4f} ms, in-sample |error| median {statistics.median(errors):.1f}% "
