@@ -43,6 +43,9 @@ ROWS: dict[str, list[str]] = {
     "final_lr=0.1": ["train.final_lr=0.1"],
     "unlabeled_ratio=2": ["train.unlabeled_ratio=2"],
     "64px": ["data.image_size=64", "model.space=efficientnet-lite0-64"],
+    # Combinations of the levers that helped on their own.
+    "teacher_warmup=0.2+student_ramp=0.2+student_sup_weight=0+distill_labelled": [
+        "train.teacher_warmup=0.2", "train.student_ramp=0.2", "train.student_sup_weight=0", "train.distill_labelled=true"],
 }
 SUPERNET = ["train.loss=full"]  # the screen is about the supernet, whatever the protocol's default
 
