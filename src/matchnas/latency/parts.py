@@ -121,7 +121,7 @@ def config_parts(space: SearchSpace, config: SubnetConfig, num_classes: int, in_
     by_name = {layer.name: layer for layer in layers}
     stem, head = by_name["stem"], by_name["head"]
     parts = [Part("stem", stem.in_channels, stem.out_channels, stem.size_in, padding=space.padding, act=space.stem_act)]
-    blocks = dict.fromkeys(name.rsplit(".", 1)[0] for name in by_name if name.startswith("stages."))
+    blocks = dict.fromkeys(".".join(name.split(".")[:3]) for name in by_name if name.startswith("stages."))
     for block in blocks:
         pw, dw, pwl = by_name.get(f"{block}.conv_pw"), by_name[f"{block}.conv_dw"], by_name[f"{block}.conv_pwl"]
         first = pw or dw
