@@ -73,7 +73,8 @@ def build_supernet(experiment: Experiment, num_classes: int, checkpoint: dict | 
     if checkpoint is not None:
         return rebuild_supernet(experiment, num_classes, checkpoint)
     m = experiment.model
-    supernet = from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed)
+    supernet = from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed,
+                               weights=m.weights)
     supernet.dropout.p = m.dropout
     return supernet
 
