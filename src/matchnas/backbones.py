@@ -206,3 +206,17 @@ def _timm_name(key: str, spec: Backbone) -> str | None:
     if parts[0] in _TIMM_TOP and len(parts) > 1:
         return f"{_TIMM_TOP[parts[0]]}.{'.'.join(parts[1:])}"
     return None
+
+
+# -- input normalisation, as a run records it --------------------------------------------------------
+def normalisation_record(spec: Backbone) -> dict[str, list[float]]:
+    """What a checkpoint and a bundle manifest record: per-channel ``mean``/``std`` on 0..255."""
+    return {"mean": list(spec.mean), "std": list(spec.std)}
+
+
+def recorded_normalisation(record: dict | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` from a checkpoint's record; a run made before it was recorded is
+    EfficientNet-Lite's ``(x - 127) / 128`` (the only backbone there was)."""
+    if record is None:
+        return LITE_MEAN, LITE_STD
+    return tuple(float(v) for v in record["mean"]), tuple(float(v) for v in record["std"])
