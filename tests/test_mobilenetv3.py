@@ -170,7 +170,7 @@ def geffnet_and_weights(tmp_path_factory):
 def test_converted_maxnet_equals_geffnet(geffnet_and_weights):
     """The once-for-all space's maxnet is deeper (4 blocks per stage), wider (expansion 6) and has
     larger kernels (7) than the checkpoint; the additions change nothing. In float64 the logits agree
-    to rounding (the function is the same); in float32 to the summation-order noise of 16 blocks."""
+    to rounding (the function is the same); in float32 to 1e-4 of the largest logit."""
     reference, path = geffnet_and_weights
     net = from_pretrained("mobilenetv3-large-100", weights=str(path)).eval()
     assert net.classifier.out_features == 1000 and net.space.max().stages[1].depth == 4
@@ -182,7 +182,7 @@ def test_converted_maxnet_equals_geffnet(geffnet_and_weights):
             expected64, got64 = reference.double()(x.double()), net.double()(x.double(), config)
             reference.float(), net.float()
         assert (got64 - expected64).abs().max() <= 1e-9 * expected64.abs().max()
-        assert (got - expected).abs().max() <= 5e-4 * expected.abs().max()
+        assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
 
 
 def test_normalisation_is_the_backbones_and_old_runs_keep_lites():
