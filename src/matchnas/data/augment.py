@@ -62,14 +62,16 @@ def to_model_input(
     images: torch.Tensor,
     size: int | None = None,
     channels: int = 3,
-    mean: float = TFLITE_MEAN,
-    std: float = TFLITE_STD,
+    mean: float | tuple[float, ...] = TFLITE_MEAN,
+    std: float | tuple[float, ...] = TFLITE_STD,
 ) -> torch.Tensor:
     """uint8 ``N x C x H x W`` (0..255) -> float32 ``N x channels x size x size`` model input.
 
     Resizes to ``size x size`` when ``size`` is given (see :func:`resize`), computes
     ``(x - mean) / std`` on the 0..255 scale (the defaults are EfficientNet-Lite's
-    ``(x - 127) / 128``) and repeats grey images to 3 channels when ``channels == 3``.
+    ``(x - 127) / 128``) and repeats grey images to 3 channels when ``channels == 3``. A per-channel
+    ``mean``/``std`` (3 values, e.g. ImageNet's for MobileNetV3) applies after the repeat; a grey
+    model (``channels == 1``) takes their averages.
     """
     _check_uint8(images)
     if channels not in (images.shape[1], 3):
@@ -79,10 +81,15 @@ def to_model_input(
     x = images.float()
     if size is not None:
         x = resize(x, size)
-    x = (x - mean) / std
+    if isinstance(mean, (int, float)) and isinstance(std, (int, float)):
+        x = (x - mean) / std
+        return x.expand(-1, channels, -1, -1).contiguous() if x.shape[1] != channels else x
     if x.shape[1] != channels:
-        x = x.expand(-1, channels, -1, -1).contiguous()
-    return x
+        x = x.expand(-1, channels, -1, -1)
+    mean_t, std_t = (torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in (mean, std))
+    if channels == 1:
+        mean_t, std_t = mean_t.mean().reshape(1), std_t.mean().reshape(1)
+    return ((x - mean_t.view(1, -1, 1, 1)) / std_t.view(1, -1, 1, 1)).contiguous()
 
 
 def _reflect(index: torch.Tensor, length: int) -> torch.Tensor:

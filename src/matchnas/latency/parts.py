@@ -14,7 +14,7 @@ from torch import nn
 
 from matchnas import cost
 from matchnas.nn.blocks import MBConv, hidden_channels
-from matchnas.nn.ops import activation, static_conv2d
+from matchnas.nn.ops import ElasticSqueezeExcite, activation, static_conv2d
 from matchnas.space import SearchSpace, SubnetConfig
 
 
@@ -27,7 +27,9 @@ class Part:
     expansion conv when ``expansion``, a residual addition when ``residual``) or ``"head"``
     (conv 1x1 to ``out_channels`` + BN + ReLU6, global average pool, linear to ``classes``).
     Fields a kind does not use are 0 / False. ``padding`` is the space's convention ("same" adds an
-    explicit pad before strided convs, so it is timed); ``act`` the part's activation.
+    explicit pad before strided convs, so it is timed); ``act`` the part's activation. ``se`` is a
+    block's squeeze-excite ratio (0: none); ``features`` the "mbv3" head's post-pool conv width
+    (0: the "lite" head).
     """
 
     kind: str
@@ -42,16 +44,20 @@ class Part:
     classes: int = 0
     padding: str = "symmetric"
     act: str = "relu6"  # the space's activation for this part (stem_act, the stage's act, head_act)
+    se: float = 0.0
+    features: int = 0
 
     def __str__(self) -> str:
         if self.kind == "block":
             extra = ("+res" if self.residual else "") + ("" if self.expansion else " no-pw")
             extra += "" if self.act == "relu6" else f" {self.act}"
+            extra += f" se{self.se:g}" if self.se else ""
             return (
                 f"block {self.in_channels}>{self.hidden}>{self.out_channels} k{self.kernel} "
                 f"s{self.stride} @{self.size}px{extra}"
             )
-        return f"{self.kind} {self.in_channels}>{self.out_channels} @{self.size}px"
+        extra = f">{self.features}" if self.features else ""
+        return f"{self.kind} {self.in_channels}>{self.out_channels}{extra} @{self.size}px"
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -66,15 +72,17 @@ class Part:
         if self.kind == "stem":
             module = nn.Sequential(*conv_bn(self.in_channels, self.out_channels, 3, 2), activation(self.act))
         elif self.kind == "head":
+            features = [nn.Conv2d(self.out_channels, self.features, 1), activation(self.act)] if self.features else []
             module = nn.Sequential(
-                *conv_bn(self.in_channels, self.out_channels), activation(self.act),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(self.out_channels, self.classes),
+                *conv_bn(self.in_channels, self.out_channels), activation(self.act), nn.AdaptiveAvgPool2d(1),
+                *features, nn.Flatten(1), nn.Linear(self.features or self.out_channels, self.classes),
             )  # fmt: skip
         else:
             pw = conv_bn(self.in_channels, self.hidden) if self.expansion else (None, None)
             dw = conv_bn(self.hidden, self.hidden, self.kernel, self.stride, groups=self.hidden)
+            se = ElasticSqueezeExcite(self.hidden, self.se).static(self.hidden) if self.se else None
             module = MBConv(*pw, *dw, *conv_bn(self.hidden, self.out_channels), residual=self.residual,
-                            act=activation(self.act))
+                            act=activation(self.act), se=se)
         return module.eval()
 
 
@@ -89,7 +97,7 @@ def enumerate_parts(space: SearchSpace, num_classes: int, in_chans: int = 3) -> 
     for resolution in space.resolutions:
         parts.add(Part("stem", in_chans, space.stem_width, resolution, padding=space.padding, act=space.stem_act))
         size, widths_in = _out_size(resolution, 2), (space.stem_width,)
-        for s in space.stages:
+        for index, s in enumerate(space.stages):
             size_out = _out_size(size, s.stride)
             for b in range(s.max_depth):
                 expansion = max(s.expands[b]) != 1
@@ -97,12 +105,12 @@ def enumerate_parts(space: SearchSpace, num_classes: int, in_chans: int = 3) -> 
                 for (cin, cout), e, k in itertools.product(pairs, s.expands[b], s.kernels[b]):
                     hidden = hidden_channels(cin, e) if expansion else cin
                     stride, at = (s.stride, size) if b == 0 else (1, size_out)
-                    parts.add(Part("block", cin, cout, at, hidden, k, stride, b > 0, expansion, padding=space.padding,
-                                   act=s.act))
+                    parts.add(Part("block", cin, cout, at, hidden, k, stride, space.residual(index, b), expansion,
+                                   padding=space.padding, act=s.act, se=s.se or 0.0))
             size, widths_in = size_out, s.widths
         for cin in widths_in:
             parts.add(Part("head", cin, space.head_width, size, classes=num_classes, padding=space.padding,
-                           act=space.head_act))
+                           act=space.head_act, features=space.feature_width))
     return sorted(parts)
 
 
@@ -113,17 +121,17 @@ def config_parts(space: SearchSpace, config: SubnetConfig, num_classes: int, in_
     by_name = {layer.name: layer for layer in layers}
     stem, head = by_name["stem"], by_name["head"]
     parts = [Part("stem", stem.in_channels, stem.out_channels, stem.size_in, padding=space.padding, act=space.stem_act)]
-    blocks = dict.fromkeys(name.rsplit(".", 1)[0] for name in by_name if name.startswith("stages."))
+    blocks = dict.fromkeys(".".join(name.split(".")[:3]) for name in by_name if name.startswith("stages."))
     for block in blocks:
         pw, dw, pwl = by_name.get(f"{block}.conv_pw"), by_name[f"{block}.conv_dw"], by_name[f"{block}.conv_pwl"]
         first = pw or dw
-        residual = int(block.rsplit(".", 1)[1]) > 0  # every block of a stage but the first
+        stage, index = (int(i) for i in block.split(".")[1:])
         parts.append(
             Part("block", first.in_channels, pwl.out_channels, first.size_in, dw.in_channels, dw.kernel,
-                 dw.stride, residual, pw is not None, padding=space.padding,
-                 act=space.stages[int(block.split(".")[1])].act)
+                 dw.stride, space.residual(stage, index), pw is not None, padding=space.padding,
+                 act=space.stages[stage].act, se=space.stages[stage].se or 0.0)
         )  # fmt: skip
     classes = by_name["classifier"].out_channels
     parts.append(Part("head", head.in_channels, head.out_channels, head.size_in, classes=classes, padding=space.padding,
-                      act=space.head_act))
+                      act=space.head_act, features=space.feature_width))
     return parts

@@ -102,7 +102,7 @@ class LatencyTable:
             "intercept_ms": self.intercept_ms,
             "overhead_ms": self.overhead_ms,
             "meta": self.meta or {},
-            "entries": [{**asdict(part), "ms": ms} for part, ms in sorted(self.entries.items())],
+            "entries": [{**_part_dict(part), "ms": ms} for part, ms in sorted(self.entries.items())],
         }
 
     def save(self, path: str | Path) -> None:
@@ -120,9 +120,10 @@ class LatencyTable:
                 f"{path}: made for space '{data.get('space')}' ({data.get('space_digest')}), "
                 f"not for '{space.name}' ({space.digest})"
             )
-        names = {f.name for f in fields(Part)} - {"padding", "act"}  # tables made before: symmetric, relu6
+        names = {f.name for f in fields(Part)} - {"padding", "act", "se", "features"}  # older tables: their defaults
         try:
-            entries = {Part(**{k: e[k] for k in names}, padding=e.get("padding", "symmetric"), act=e.get("act", "relu6")): float(e["ms"])
+            entries = {Part(**{k: e[k] for k in names}, padding=e.get("padding", "symmetric"), act=e.get("act", "relu6"),
+                            se=float(e.get("se", 0.0)), features=int(e.get("features", 0))): float(e["ms"])
                        for e in data["entries"]}
             return cls(
                 space, int(data["num_classes"]), data["runtime"], int(data["threads"]), entries,
@@ -215,3 +216,13 @@ def build_lut_command(
         f"Predicted min/max subnet: {table.predict(space.min()):.3f} / {table.predict(space.max()):.3f} ms. "
         f"Saved to {out_path}."
     )
+
+
+def _part_dict(part: Part) -> dict:
+    """A part as JSON; squeeze-excite and the MobileNetV3 head only when present, so tables of
+    spaces without them are written as before."""
+    data = asdict(part)
+    for key in ("se", "features"):
+        if not data[key]:
+            data.pop(key)
+    return data

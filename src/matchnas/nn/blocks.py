@@ -2,8 +2,10 @@
 
 Submodule names follow timm's ``InvertedResidual``: ``conv_pw/bn1`` (expansion, absent when the
 block's largest expansion ratio is 1), ``conv_dw/bn2`` (depthwise), ``conv_pwl/bn3`` (linear
-projection). The activation is the stage's ``act`` (EfficientNet-Lite: ReLU6); no squeeze-excitation. ``padding`` is the space's
-convention for the strided depthwise conv (:func:`matchnas.nn.ops.static_conv2d`).
+projection), and ``se`` (squeeze-excite after the depthwise conv, when the stage has one:
+MobileNetV3, Howard et al. 2019). The activation is the stage's ``act`` (EfficientNet-Lite: ReLU6).
+``padding`` is the space's convention for the strided depthwise conv
+(:func:`matchnas.nn.ops.static_conv2d`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from matchnas.nn.ops import ElasticBatchNorm2d, ElasticConv2d, ElasticDepthwiseConv2d, activation
+from matchnas.nn.ops import (
+    ElasticBatchNorm2d,
+    ElasticConv2d,
+    ElasticDepthwiseConv2d,
+    ElasticSqueezeExcite,
+    activation,
+)
 
 
 def hidden_channels(in_channels: int, expand: float) -> int:
@@ -39,6 +47,7 @@ class ElasticMBConv(nn.Module):
         bn_momentum: float,
         padding: str = "symmetric",
         act: str = "relu6",
+        se: float | None = None,
     ):
         super().__init__()
         self.stride = stride
@@ -51,6 +60,7 @@ class ElasticMBConv(nn.Module):
             self.conv_pw = self.bn1 = None
         self.conv_dw = ElasticDepthwiseConv2d(max_hidden, kernel_sizes, stride, padding)
         self.bn2 = ElasticBatchNorm2d(max_hidden, eps=bn_eps, momentum=bn_momentum)
+        self.se = ElasticSqueezeExcite(max_hidden, se) if se is not None else None
         self.conv_pwl = ElasticConv2d(max_hidden, max_out)
         self.bn3 = ElasticBatchNorm2d(max_out, eps=bn_eps, momentum=bn_momentum)
         self.act_name = act
@@ -61,6 +71,8 @@ class ElasticMBConv(nn.Module):
         if self.conv_pw is not None:
             x = self.act(self.bn1(self.conv_pw(x, hidden_channels(x.shape[1], expand))))
         x = self.act(self.bn2(self.conv_dw(x, kernel)))
+        if self.se is not None:
+            x = self.se(x)
         x = self.bn3(self.conv_pwl(x, out_channels))
         return x + shortcut if self.residual else x
 
@@ -76,16 +88,19 @@ class ElasticMBConv(nn.Module):
             bn3=self.bn3.static(out_channels),
             residual=self.residual,
             act=activation(self.act_name),
+            se=self.se.static(hidden) if self.se is not None else None,
         )
 
 
 class MBConv(nn.Module):
     """A static MBConv block made of plain ``torch.nn`` layers (no weight sharing)."""
 
-    def __init__(self, conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3, residual: bool, act: nn.Module | None = None):
+    def __init__(self, conv_pw, bn1, conv_dw, bn2, conv_pwl, bn3, residual: bool, act: nn.Module | None = None,
+                 se: nn.Module | None = None):
         super().__init__()
         self.conv_pw, self.bn1 = conv_pw, bn1
         self.conv_dw, self.bn2 = conv_dw, bn2
+        self.se = se
         self.conv_pwl, self.bn3 = conv_pwl, bn3
         self.act = nn.ReLU6() if act is None else act
         self.residual = residual
@@ -95,5 +110,7 @@ class MBConv(nn.Module):
         if self.conv_pw is not None:
             x = self.act(self.bn1(self.conv_pw(x)))
         x = self.act(self.bn2(self.conv_dw(x)))
+        if self.se is not None:
+            x = self.se(x)
         x = self.bn3(self.conv_pwl(x))
         return x + shortcut if self.residual else x

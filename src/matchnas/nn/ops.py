@@ -204,3 +204,64 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
 def activation(name: str) -> nn.Module:
     """The module of a space's activation name (:data:`matchnas.space.ACTIVATIONS`)."""
     return {"relu6": nn.ReLU6, "hswish": nn.Hardswish, "relu": nn.ReLU}[name]()
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """``value`` rounded to the nearest multiple of ``divisor``, at least ``divisor`` and never more
+    than 10% below ``value``: the channel rounding of MobileNetV2/V3 that timm and once-for-all use
+    for the squeeze-excite width (``make_divisible(hidden * 0.25, 8)``)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def se_channels(hidden: int, ratio: float) -> int:
+    """Reduced width of a squeeze-excite over ``hidden`` channels (timm's MobileNetV3 with
+    ``reduce_mid``; OFA's ``DynamicSE``): it follows the active hidden width."""
+    return make_divisible(hidden * ratio, 8)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excite as MobileNetV3 has it (Howard et al. 2019, section 5.3; Hu et al. 2018):
+    global average pool -> 1x1 conv (bias) to ``reduced`` -> ReLU -> 1x1 conv (bias) back ->
+    hard sigmoid gate, multiplied into the ``(N, C, H, W)`` input. Submodule names are timm's."""
+
+    def __init__(self, conv_reduce: nn.Conv2d, conv_expand: nn.Conv2d):
+        super().__init__()
+        self.conv_reduce, self.conv_expand = conv_reduce, conv_expand
+        self.act = nn.ReLU()
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.conv_expand(self.act(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        return x * self.gate(scale)
+
+
+class ElasticSqueezeExcite(nn.Module):
+    """A squeeze-excite whose channels and reduced width follow its input (OFA's ``DynamicSE``,
+    Cai et al. 2020): with ``C`` input channels it uses the first ``C`` channels and the first
+    ``se_channels(C, ratio)`` reduced channels of the largest choice's weights."""
+
+    def __init__(self, max_channels: int, ratio: float):
+        super().__init__()
+        self.ratio = ratio
+        reduced = se_channels(max_channels, ratio)
+        self.conv_reduce = nn.Conv2d(max_channels, reduced, 1)
+        self.conv_expand = nn.Conv2d(reduced, max_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        r = se_channels(c, self.ratio)
+        scale = x.mean((2, 3), keepdim=True)
+        scale = F.relu(F.conv2d(scale, self.conv_reduce.weight[:r, :c], self.conv_reduce.bias[:r]))
+        scale = F.conv2d(scale, self.conv_expand.weight[:c, :r], self.conv_expand.bias[:c])
+        return x * F.hardsigmoid(scale)
+
+    def static(self, channels: int) -> SqueezeExcite:
+        r = se_channels(channels, self.ratio)
+        reduce, expand = nn.Conv2d(channels, r, 1), nn.Conv2d(r, channels, 1)
+        with torch.no_grad():
+            reduce.weight.copy_(self.conv_reduce.weight[:r, :channels])
+            reduce.bias.copy_(self.conv_reduce.bias[:r])
+            expand.weight.copy_(self.conv_expand.weight[:channels, :r])
+            expand.bias.copy_(self.conv_expand.bias[:channels])
+        return SqueezeExcite(reduce, expand)

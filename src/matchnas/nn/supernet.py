@@ -2,7 +2,9 @@
 
 Layout (EfficientNet-Lite): stem conv 3x3 stride 2 -> BN -> act; the stages of MBConv blocks
 (:mod:`matchnas.nn.blocks`); head conv 1x1 -> BN -> act; global average pool; dropout; linear
-classifier. The activations are the space's (``stem_act``, each stage's ``act``, ``head_act``;
+classifier. With ``space.head == "mbv3"`` (MobileNetV3, Howard et al. 2019, section 5.3) a 1x1 conv
+with bias to ``space.feature_width`` and the head activation follow the pool (``head_features``).
+The activations are the space's (``stem_act``, each stage's ``act``, ``head_act``;
 ReLU6 for EfficientNet-Lite). Strided convs pad as the space says (``space.padding``: TensorFlow "same" for
 EfficientNet-Lite, computed from the input size at run time; or symmetric ``k // 2``). Stem and head
 widths are fixed; everything in a stage is elastic (METHOD.md,
@@ -68,11 +70,12 @@ class Supernet(nn.Module):
                         max_expand=max(s.expands[i]),
                         kernel_sizes=s.kernels[i],
                         stride=s.stride if i == 0 else 1,
-                        residual=i > 0,
+                        residual=space.residual(len(stages), i),
                         bn_eps=bn_eps,
                         bn_momentum=bn_momentum,
                         padding=space.padding,
                         act=s.act,
+                        se=s.se,
                     )
                 )
             stages.append(nn.ModuleList(blocks))
@@ -81,8 +84,10 @@ class Supernet(nn.Module):
         self.head_conv = ElasticConv2d(width_in, space.head_width)
         self.head_bn = ElasticBatchNorm2d(space.head_width, eps=bn_eps, momentum=bn_momentum)
         self.act = activation(space.head_act)
+        # MobileNetV3's post-pool conv has a bias and no BN (timm's conv_head); fixed width, not elastic.
+        self.head_features = nn.Conv2d(space.head_width, space.feature_width, 1) if space.head == "mbv3" else None
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(space.head_width, num_classes)
+        self.classifier = nn.Linear(space.feature_width or space.head_width, num_classes)
 
     def forward(self, x: torch.Tensor, config: SubnetConfig) -> torch.Tensor:
         self.space.validate(config)
@@ -95,8 +100,10 @@ class Supernet(nn.Module):
             for i in range(stage.depth):
                 x = blocks[i](x, stage.kernel[i], stage.expand[i], stage.width)
         x = self.act(self.head_bn(self.head_conv(x, self.space.head_width)))
-        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
-        return self.classifier(self.dropout(x))
+        x = nn.functional.adaptive_avg_pool2d(x, 1)
+        if self.head_features is not None:
+            x = self.act(self.head_features(x))
+        return self.classifier(self.dropout(torch.flatten(x, 1)))
 
     @torch.no_grad()
     def extract(self, config: SubnetConfig) -> StaticNet:
@@ -122,6 +129,11 @@ class Supernet(nn.Module):
                 activation(self.space.head_act),
             ),
             dropout=self.dropout.p,
+            features=(
+                nn.Sequential(copy.deepcopy(self.head_features), activation(self.space.head_act))
+                if self.head_features is not None
+                else None
+            ),
             classifier=copy.deepcopy(self.classifier),
             resolution=config.resolution,
         )
@@ -129,21 +141,26 @@ class Supernet(nn.Module):
 
 
 class StaticNet(nn.Module):
-    """A standalone subnet: plain convolutions, batch norms, ReLU6 and a linear classifier.
+    """A standalone subnet: plain convolutions, batch norms, activations and a linear classifier.
 
     ``resolution`` records the input size the subnet was chosen for (it runs at any size).
+    ``features`` (MobileNetV3's head: conv 1x1 with bias + act) runs on the pooled ``(N, C, 1, 1)``.
     """
 
-    def __init__(self, stem, blocks, head, dropout: float, classifier: nn.Linear, resolution: int):
+    def __init__(self, stem, blocks, head, dropout: float, classifier: nn.Linear, resolution: int,
+                 features: nn.Module | None = None):
         super().__init__()
         self.stem = stem
         self.blocks = blocks
         self.head = head
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.features = features
         self.dropout = nn.Dropout(dropout)
         self.classifier = classifier
         self.resolution = resolution
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.blocks(self.stem(x)))
-        return self.classifier(self.dropout(torch.flatten(self.pool(x), 1)))
+        x = self.pool(self.head(self.blocks(self.stem(x))))
+        if self.features is not None:
+            x = self.features(x)
+        return self.classifier(self.dropout(torch.flatten(x, 1)))

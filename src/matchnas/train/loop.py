@@ -27,6 +27,7 @@ import yaml
 from tqdm import tqdm
 
 from matchnas.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
+from matchnas.backbones import get_backbone, normalisation_record
 from matchnas.convert import from_pretrained
 from matchnas.data import BatchStream, generator_for, save_split, strong, to_model_input, weak
 from matchnas.errors import Interrupted, MatchnasError
@@ -73,7 +74,8 @@ def build_supernet(experiment: Experiment, num_classes: int, checkpoint: dict | 
     if checkpoint is not None:
         return rebuild_supernet(experiment, num_classes, checkpoint)
     m = experiment.model
-    supernet = from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed)
+    supernet = from_pretrained(m.backbone, space=m.space, num_classes=num_classes, seed=experiment.train.seed,
+                               weights=m.weights)
     supernet.dropout.p = m.dropout
     return supernet
 
@@ -223,6 +225,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             "split": plan.to_dict() if plan is not None else None,
             "experiment": experiment.to_dict(),
             "space": supernet.space.to_dict(),
+            "normalisation": normalisation_record(get_backbone(experiment.model.backbone)),
             "classes": list(data.source.train.classes),
         }
         save_checkpoint(path, state)
