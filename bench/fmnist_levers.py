@@ -46,6 +46,7 @@ ROWS: dict[str, list[str]] = {
     # Combinations of the levers that helped on their own.
     "teacher_warmup=0.2+student_ramp=0.2+student_sup_weight=0+distill_labelled": [
         "train.teacher_warmup=0.2", "train.student_ramp=0.2", "train.student_sup_weight=0", "train.distill_labelled=true"],
+    "teacher_warmup=0.2+student_ramp=0.2+tau=0.8": ["train.teacher_warmup=0.2", "train.student_ramp=0.2", "train.tau=0.8"],
 }
 SUPERNET = ["train.loss=full"]  # the screen is about the supernet, whatever the protocol's default
 

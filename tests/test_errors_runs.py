@@ -20,6 +20,7 @@ from matchnas.experiment import load_experiment
 from matchnas.export import export_run
 from matchnas.train import loop
 from matchnas.checkpoint import FINAL, LATEST
+from tests.test_errors import run_cli
 
 TINY = ["train.batch_size=8", "train.warmup_steps=2", "train.recalibration_images=64",
         "data.labels_per_class=3", "data.max_unlabeled=200"]
@@ -29,13 +30,6 @@ FAST_EXPORT = {"parity_images": 8, "latency_runs": 2}
 def sets(overrides):
     return [a for o in overrides for a in ("--set", o)]
 
-
-def run_cli(args, capsys) -> tuple[int, str]:
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as stop:
-        status = stop.code
-    return status, capsys.readouterr().err
 
 
 def one_line(err: str) -> bool:
