@@ -104,6 +104,7 @@ def export_run(
     if quantize is not None and held_out is None:
         raise MatchnasError(f"--quantize {quantize} measures top-1 on held-out images: {run_dir} has no test or validation split")
     check_set, check_split = (held_out, split) if held_out is not None else (data.sets.labeled, "labeled")
+    norm = run.normalisation  # the one the run trained with; parity, top-1, int8 and the manifest use it
     preprocess = {
         "color": "grey" if data.sets.labeled.images.shape[1] == 1 else "rgb",
         "fit_size": experiment.data.image_size,
@@ -117,7 +118,6 @@ def export_run(
         "bilinear to resolution (antialiased); (x - mean) / std on 0..255; grey repeated to channels",
     }
     k, c = supernet.num_classes, supernet.in_chans
-    norm = run.normalisation
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(out_dir.parent, [out_dir.name])  # of exports killed before they finished
