@@ -31,8 +31,8 @@ from matchnas.search.budgets import Metric
 from matchnas.space import SubnetConfig
 
 if TYPE_CHECKING:
-    from matchnas.run import Run
     from matchnas.data import Normalisation
+    from matchnas.run import Run
 from matchnas.selection_index import SelectionIndex
 
 
