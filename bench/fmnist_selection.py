@@ -52,7 +52,7 @@ def best_proxy_on_validation(ctx, n: int = 20) -> tuple[str, float, dict[str, fl
     truth = [ctx.validation_accuracy(c) for c in configs]
     scores = {name: [] for name in PROXIES}
     for config in configs:
-        inp = proxy_input(ctx.supernet, config, ctx.proxy_images, ctx.seed)
+        inp = proxy_input(ctx.supernet, config, ctx.proxy_images, ctx.seed, ctx.normalisation)
         for name, proxy in PROXIES.items():
             scores[name].append(float(proxy(inp)) * (1.0 if proxy.higher_is_better else -1.0))
     taus = {name: float(np.nan_to_num(stats.kendalltau(s, truth).statistic, nan=-1.0)) for name, s in scores.items()}

@@ -61,7 +61,8 @@ def test_int8_manifest_fields_are_consistent_with_the_files(run, int8_bundle):  
     with torch.no_grad():
         float_top1 = _net(run, config)(torch.from_numpy(x)).argmax(1).numpy()
     pool = torch.cat([data.sets.labeled.images, data.sets.unlabeled.images])
-    _, calibration = calibration_set(pool, config.resolution, CALIBRATION, experiment.train.seed, data.flip)
+    _, calibration = calibration_set(pool, config.resolution, CALIBRATION, experiment.train.seed, data.flip,
+                                     data.normalisation)
     records = []
     for m in manifest["models"]:
         f, fp32 = m["files"]["onnx-int8"], m["files"]["onnx"]

@@ -186,12 +186,11 @@ def test_converted_maxnet_equals_geffnet(geffnet_and_weights):
 
 
 def test_normalisation_is_the_backbones_and_old_runs_keep_lites():
-    from matchnas.backbones import normalisation_record, recorded_normalisation
-    from matchnas.data import to_model_input
+    from matchnas.data import LITE_NORMALISATION, Normalisation, to_model_input
 
     images = torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)
-    mean, std = recorded_normalisation(normalisation_record(BACKBONES["mobilenetv3-large-100"]))
-    x = to_model_input(images, mean=mean, std=std)
+    norm = Normalisation.from_record(BACKBONES["mobilenetv3-large-100"].normalisation.to_record())
+    x = norm(images)
     torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([(1 - 0.485) / 0.229, (1 - 0.456) / 0.224, (1 - 0.406) / 0.225]))
-    lite = recorded_normalisation(None)
-    assert torch.equal(to_model_input(images, mean=lite[0], std=lite[1]), to_model_input(images))
+    assert Normalisation.from_record(None) == LITE_NORMALISATION == BACKBONES["efficientnet-lite0"].normalisation
+    assert torch.equal(LITE_NORMALISATION(images), to_model_input(images))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from matchnas.data.normalise import Normalisation
 from matchnas.errors import MatchnasError
 
 LITE_MEAN, LITE_STD = (127.0,) * 3, (128.0,) * 3  # TFLite's (x - 127) / 128 on 0..255
@@ -54,6 +55,11 @@ class Backbone:
     resolution: int = 224
     padding: str = "same"
     grows: bool = False  # a space may be deeper / wider in hidden channels than the checkpoint
+
+    @property
+    def normalisation(self) -> Normalisation:
+        """The input normalisation a run of this backbone trains, evaluates and exports with."""
+        return Normalisation(self.mean, self.std)
 
     def load_state_dict(self, weights: str | Path | None = None) -> dict[str, torch.Tensor]:
         """The checkpoint's tensors: from ``weights`` (a file) if given, else the package or URL."""
@@ -206,17 +212,3 @@ def _timm_name(key: str, spec: Backbone) -> str | None:
     if parts[0] in _TIMM_TOP and len(parts) > 1:
         return f"{_TIMM_TOP[parts[0]]}.{'.'.join(parts[1:])}"
     return None
-
-
-# -- input normalisation, as a run records it --------------------------------------------------------
-def normalisation_record(spec: Backbone) -> dict[str, list[float]]:
-    """What a checkpoint and a bundle manifest record: per-channel ``mean``/``std`` on 0..255."""
-    return {"mean": list(spec.mean), "std": list(spec.std)}
-
-
-def recorded_normalisation(record: dict | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` from a checkpoint's record; a run made before it was recorded is
-    EfficientNet-Lite's ``(x - 127) / 128`` (the only backbone there was)."""
-    if record is None:
-        return LITE_MEAN, LITE_STD
-    return tuple(float(v) for v in record["mean"]), tuple(float(v) for v in record["std"])

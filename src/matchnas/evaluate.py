@@ -1,43 +1,50 @@
 """Accuracy of a subnet: extract it, re-calibrate its BN on weak views of training images, and
-measure top-1 on a labelled set (METHOD.md, "Evaluation protocol")."""
+measure top-1 on a labelled set (METHOD.md, "Evaluation protocol").
+
+Every function takes the run's input ``normalisation`` (:attr:`matchnas.run.RunData.normalisation`);
+the default, EfficientNet-Lite's, is there for callers that predate backbones with another one.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from matchnas.data import ImageSet, generator_for, to_model_input, weak
+from matchnas.data import LITE_NORMALISATION, ImageSet, Normalisation, generator_for, weak
 from matchnas.nn import StaticNet, Supernet, recalibrate_bn
 from matchnas.space import SubnetConfig
 
 
 def recalibration_batches(
-    images: torch.Tensor, resolution: int, n_images: int, seed: int, flip: bool, batch_size: int = 128
+    images: torch.Tensor, resolution: int, n_images: int, seed: int, flip: bool, batch_size: int = 128,
+    *, normalisation: Normalisation = LITE_NORMALISATION,
 ) -> list[torch.Tensor]:
     """``n_images`` seeded weak views of ``images`` (uint8 ``N x C x H x W``), model-ready at
     ``resolution``, in equal-sized batches."""
     gen = generator_for(seed, 0xBC)
     idx = torch.randperm(images.shape[0], generator=gen)[: min(n_images, images.shape[0])]
-    views = to_model_input(weak(images[idx], gen, flip=flip), size=resolution)
+    views = normalisation(weak(images[idx], gen, flip=flip), size=resolution)
     return list(views.split(batch_size))
 
 
 @torch.no_grad()
-def accuracy(net: torch.nn.Module, images: ImageSet, resolution: int, batch_size: int = 256) -> float:
+def accuracy(net: torch.nn.Module, images: ImageSet, resolution: int, batch_size: int = 256,
+             *, normalisation: Normalisation = LITE_NORMALISATION) -> float:
     """Top-1 accuracy (fraction) of ``net`` in eval mode on a labelled set."""
     net.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
-        x = to_model_input(images.images[start : start + batch_size], size=resolution)
+        x = normalisation(images.images[start : start + batch_size], size=resolution)
         correct += int((net(x).argmax(1) == images.labels[start : start + batch_size]).sum())
     return correct / len(images)
 
 
 def calibrated_subnet(
-    supernet: Supernet, config: SubnetConfig, train_images: torch.Tensor, n_images: int, seed: int, flip: bool
+    supernet: Supernet, config: SubnetConfig, train_images: torch.Tensor, n_images: int, seed: int, flip: bool,
+    *, normalisation: Normalisation = LITE_NORMALISATION,
 ) -> StaticNet:
     """The extracted subnet with BN statistics re-estimated for it (the supernet is untouched).
     Channels-last memory format: recalibration and evaluation run 2-3x faster on CPU."""
     net = supernet.extract(config).to(memory_format=torch.channels_last)
     batches = [b.contiguous(memory_format=torch.channels_last) for b in
-               recalibration_batches(train_images, config.resolution, n_images, seed, flip)]
+               recalibration_batches(train_images, config.resolution, n_images, seed, flip, normalisation=normalisation)]
     return recalibrate_bn(net, batches)

@@ -12,11 +12,16 @@ What it reads, in order of preference:
   input shape (or ``resolution`` when that is dynamic), RGB, EfficientNet-Lite's normalisation
   ``(x - 127) / 128``, and class indices as names.
 
+``mean``/``std`` in a manifest's ``preprocess`` are numbers (EfficientNet-Lite's 127/128, and every
+bundle made before backbones had their own) or per-channel R, G, B lists (MobileNetV3: ImageNet's
+on 0..255); a grey model takes the lists' averages, as training does.
+
 Preprocessing repeats training's (:mod:`matchnas.data.folders` then
 :func:`matchnas.data.to_model_input`): EXIF orientation; grey (``L``) or RGB as the model was
 trained; short side to ``fit_size`` and centre crop (bilinear, antialiased); bilinear resize to the
 resolution in float (Pillow's antialiased bilinear equals torch's ``antialias=True`` to ~1e-4 of a
-grey level); ``(x - mean) / std`` on 0..255; grey repeated to the model's channels.
+grey level); ``(x - mean) / std`` on 0..255 (per channel after the repeat); grey repeated to the
+model's channels.
 """
 
 from __future__ import annotations
@@ -117,10 +122,19 @@ def preprocess_image(path: str | Path, spec: dict[str, Any]) -> np.ndarray:
     planes = pixels[None] if grey else pixels.transpose(2, 0, 1)
     if fit != size:  # in float, as training resizes the stored uint8 images (mode F: 32-bit float)
         planes = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(p)).resize((size, size), Image.Resampling.BILINEAR)) for p in planes])
-    x = (planes - float(spec["mean"])) / float(spec["std"])
     channels = int(spec.get("channels", 3))
-    if x.shape[0] != channels:
-        x = np.repeat(x, channels, axis=0)
+    mean, std = spec["mean"], spec["std"]
+    if isinstance(mean, (int, float)):  # one value for every channel: the arithmetic training did
+        x = (planes - float(mean)) / float(std)
+        if x.shape[0] != channels:
+            x = np.repeat(x, channels, axis=0)
+        return np.ascontiguousarray(x[None], dtype=np.float32)
+    if planes.shape[0] != channels:
+        planes = np.repeat(planes, channels, axis=0)
+    mean_a, std_a = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+    if channels == 1:  # a grey model takes the averages (matchnas.data.to_model_input)
+        mean_a, std_a = mean_a.mean(keepdims=True), std_a.mean(keepdims=True)
+    x = (planes - mean_a[:, None, None]) / std_a[:, None, None]
     return np.ascontiguousarray(x[None], dtype=np.float32)
 
 
@@ -198,12 +212,19 @@ def _entry_problem(entry: Any) -> str | None:
             return f"files.{fmt} needs 'file' and 'sha256'"
     if any(k in entry["files"] for k in ONNX_KEYS):
         spec = entry.get("preprocess")
-        numbers = ("resolution", "mean", "std")
-        if not isinstance(spec, dict) or "color" not in spec or not all(isinstance(spec.get(k), (int, float)) for k in numbers):
-            return "has no valid 'preprocess' (color, resolution, mean, std)"
+        if not isinstance(spec, dict) or "color" not in spec or not isinstance(spec.get("resolution"), (int, float)) \
+                or not all(_is_normalisation(spec.get(k)) for k in ("mean", "std")):
+            return "has no valid 'preprocess' (color, resolution, mean, std: a number or 3 numbers)"
         if any("/" in entry["files"][k]["file"] or "\\" in entry["files"][k]["file"] for k in ONNX_KEYS if k in entry["files"]):
             return "names a model file outside the bundle"
     return None
+
+
+def _is_normalisation(value: Any) -> bool:
+    """A manifest's ``mean``/``std``: one number, or one per channel (R, G, B)."""
+    if isinstance(value, list):
+        return len(value) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _pick(manifest: dict, budget: str | None, folder: Path, key: str = "onnx") -> dict:

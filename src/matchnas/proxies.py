@@ -28,7 +28,7 @@ import copy
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
@@ -37,6 +37,9 @@ from matchnas import cost, proxies_grad
 from matchnas.errors import MatchnasError
 from matchnas.proxies_grad import autograd_on, eval_copy, model_ready, weight_layers
 from matchnas.space import SearchSpace, SubnetConfig
+
+if TYPE_CHECKING:
+    from matchnas.data import Normalisation
 
 ZEN_ALPHA = 0.01  # Zen-NAS perturbation scale (Lin et al. 2021)
 _LOG_FLOOR = 1e-300  # log() of anything smaller is taken at this floor instead of -inf
@@ -128,14 +131,16 @@ def get_proxy(name: str) -> Proxy:
         raise MatchnasError(f"unknown zero-cost proxy {name!r}; known: {', '.join(sorted(PROXIES))}") from None
 
 
-def proxy_input(supernet, config: SubnetConfig, images: torch.Tensor, seed: int = 0) -> ProxyInput:
+def proxy_input(supernet, config: SubnetConfig, images: torch.Tensor, seed: int = 0,
+                normalisation: Normalisation | None = None) -> ProxyInput:
     """What a search hands a proxy: subnet ``config`` extracted with the supernet's (trained or
     pre-trained) weights, in channels-last memory format (2-3x faster here), its BN statistics
-    re-estimated on the proxy batch itself; ``images`` are uint8 unlabelled images."""
-    from matchnas.data import to_model_input
+    re-estimated on the proxy batch itself; ``images`` are uint8 unlabelled images, normalised
+    as the run's backbone wants (``normalisation``; None: EfficientNet-Lite's)."""
+    from matchnas.data import LITE_NORMALISATION
     from matchnas.nn import recalibrate_bn
 
-    x = to_model_input(images, size=config.resolution).contiguous(memory_format=torch.channels_last)
+    x = (normalisation or LITE_NORMALISATION)(images, size=config.resolution).contiguous(memory_format=torch.channels_last)
     net = recalibrate_bn(supernet.extract(config).to(memory_format=torch.channels_last), [x])
     return ProxyInput(net, x, supernet.space, config, supernet.num_classes, seed)
 

@@ -24,7 +24,7 @@ import torch
 
 from matchnas.checkpoint import FINAL, LATEST, load_checkpoint
 from matchnas.convert import get_backbone
-from matchnas.data import ImageSet, Split, SplitSets, apply_split, load_source, load_split, make_split, resize
+from matchnas.data import ImageSet, Normalisation, Split, SplitSets, apply_split, load_source, load_split, make_split, resize
 from matchnas.data.source import DataSource
 from matchnas.errors import MatchnasError
 from matchnas.evaluate import accuracy, calibrated_subnet
@@ -42,13 +42,20 @@ SPLITS = ("held_out", "test", "val")
 # -- the data of a run ----------------------------------------------------------------------------
 @dataclass
 class RunData:
-    """The data of a run, images stored as uint8 at ``image_size``."""
+    """The data of a run, images stored as uint8 at ``image_size``, and the input normalisation
+    that turns them into model input: the one place training, evaluation, proxies, int8
+    calibration and export take it from (the checkpoint's record once a run has one)."""
 
     source: DataSource
     split: Split
     sets: SplitSets
     unlabeled_truth: torch.Tensor | None
     flip: bool
+    normalisation: Normalisation
+
+    def model_input(self, images: torch.Tensor, size: int | None = None, channels: int = 3) -> torch.Tensor:
+        """uint8 images -> this run's float32 model input (see :class:`~matchnas.data.Normalisation`)."""
+        return self.normalisation(images, size=size, channels=channels)
 
     @property
     def num_classes(self) -> int:
@@ -60,10 +67,12 @@ class RunData:
         return torch.cat([self.sets.labeled.images, self.sets.unlabeled.images])
 
 
-def prepare_data(experiment: Experiment, run_dir: Path, reuse_split: bool = True) -> RunData:
+def prepare_data(experiment: Experiment, run_dir: Path, reuse_split: bool = True,
+                 normalisation: Normalisation | None = None) -> RunData:
     """Load the source, draw the split (or reload the run's ``split.json`` when ``reuse_split``),
-    and store images at ``image_size``. Writes nothing: a new run saves ``data.split`` once
-    everything has loaded."""
+    and store images at ``image_size``. ``normalisation``: a checkpoint's record (see
+    :meth:`~matchnas.data.Normalisation.from_record`); None: the backbone's. Writes nothing: a new
+    run saves ``data.split`` once everything has loaded."""
     d = experiment.data
     source = load_source(d.source, d.data_dir, d.image_size)
     if len(source.classes) < 2:  # one class "trains" to 100% top-1 and means nothing
@@ -84,7 +93,9 @@ def prepare_data(experiment: Experiment, run_dir: Path, reuse_split: bool = True
     sets = apply_split(source, split)
     truth = source.train_labels[list(split.unlabeled)] if not split.unlabeled_extra else None
     flip = source.allow_flip if d.flip is None else d.flip
-    return RunData(source, split, sets, truth, flip)
+    if normalisation is None:
+        normalisation = get_backbone(experiment.model.backbone).normalisation
+    return RunData(source, split, sets, truth, flip, normalisation)
 
 
 def _resized(source: DataSource, size: int) -> DataSource:
@@ -110,8 +121,10 @@ def top1(supernet: Supernet, config: SubnetConfig, data: RunData, experiment: Ex
     """Top-1 (fraction) of ``config`` after BN recalibration on ``images`` (default: the held-out
     split): the evaluation protocol every command and the training loop's final eval share."""
     t = experiment.train
-    net = calibrated_subnet(supernet, config, data.recalibration_pool, t.recalibration_images, t.seed, data.flip)
-    return accuracy(net, held_out(data) if images is None else images, config.resolution)
+    net = calibrated_subnet(supernet, config, data.recalibration_pool, t.recalibration_images, t.seed, data.flip,
+                            normalisation=data.normalisation)
+    return accuracy(net, held_out(data) if images is None else images, config.resolution,
+                    normalisation=data.normalisation)
 
 
 # -- the supernet of a run ------------------------------------------------------------------------
@@ -145,7 +158,8 @@ def load_run(run_dir: str | Path, which: str = FINAL) -> tuple[Experiment, Super
         raise MatchnasError(f"{run_dir} has no checkpoint yet: continue it with `matchnas train --resume {run_dir}`")
     state = load_checkpoint(path)
     experiment = experiment_from_dict(state["experiment"], f"{path}: experiment")
-    data = prepare_data(experiment, run_dir)
+    # a run made before normalisation was recorded is EfficientNet-Lite's (from_record(None))
+    data = prepare_data(experiment, run_dir, normalisation=Normalisation.from_record(state.get("normalisation")))
     supernet = rebuild_supernet(experiment, data.num_classes, state)
     if state.get("split"):
         supernet = SplitSupernet.from_parent(supernet, SplitPlan.from_dict(state["split"]))
@@ -171,6 +185,11 @@ class Run:
     @property
     def space(self) -> SearchSpace:
         return self.supernet.space
+
+    @property
+    def normalisation(self) -> Normalisation:
+        """The input normalisation the run trained with (a subnet's input: ``(x - mean) / std``)."""
+        return self.data.normalisation
 
     @property
     def classes(self) -> list[str]:
@@ -232,7 +251,8 @@ class Run:
         chosen = self.config(config, budget=budget, metric=metric, strategy=strategy)
         t = self.experiment.train
         pool = self.data.recalibration_pool
-        return calibrated_subnet(self.supernet, chosen, pool, t.recalibration_images, t.seed, self.data.flip).eval()
+        return calibrated_subnet(self.supernet, chosen, pool, t.recalibration_images, t.seed, self.data.flip,
+                                 normalisation=self.data.normalisation).eval()
 
     def top1(self, config: SubnetConfig, split: str | ImageSet = "held_out") -> float:
         """Top-1 (fraction) of ``config`` after BN recalibration, on a split (cached) or a set."""

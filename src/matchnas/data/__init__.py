@@ -25,6 +25,7 @@ from matchnas.data.augment import (
 from matchnas.data.cifar import load_cifar
 from matchnas.data.datasets import SOURCE_NAMES, load_digits, load_source
 from matchnas.data.folders import load_folder
+from matchnas.data.normalise import LITE_NORMALISATION, Normalisation
 from matchnas.data.idx import (
     DEBIAN_FASHION_MNIST_DIR,
     FASHION_MNIST_CLASSES,
@@ -47,6 +48,7 @@ from matchnas.data.split import Split, SplitSets, apply_split, load_split, make_
 
 __all__ = [
     "DEBIAN_FASHION_MNIST_DIR",
+    "LITE_NORMALISATION",
     "FASHION_MNIST_CLASSES",
     "OP_NAMES",
     "SOURCE_NAMES",
@@ -55,6 +57,7 @@ __all__ = [
     "BatchStream",
     "DataSource",
     "ImageSet",
+    "Normalisation",
     "RandAugmentPlan",
     "Split",
     "SplitSets",

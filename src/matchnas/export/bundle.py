@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from matchnas.data import TFLITE_MEAN, TFLITE_STD, to_model_input
+from matchnas.data import Normalisation
 from matchnas.errors import MatchnasError
 from matchnas.export.formats import REGISTRY, SUFFIX, TOLERANCE, parse_formats
 from matchnas.export.manifest import manifest as build_manifest
@@ -104,12 +104,15 @@ def export_run(
     if quantize is not None and held_out is None:
         raise MatchnasError(f"--quantize {quantize} measures top-1 on held-out images: {run_dir} has no test or validation split")
     check_set, check_split = (held_out, split) if held_out is not None else (data.sets.labeled, "labeled")
+    norm = run.normalisation  # the one the run trained with; parity, top-1, int8 and the manifest use it
     preprocess = {
         "color": "grey" if data.sets.labeled.images.shape[1] == 1 else "rgb",
         "fit_size": experiment.data.image_size,
         "channels": supernet.in_chans,
-        "mean": TFLITE_MEAN,
-        "std": TFLITE_STD,
+        # EfficientNet-Lite: 127/128 as scalars (what every bundle said before backbones had their
+        # own); per-channel (R, G, B) lists otherwise, e.g. MobileNetV3's ImageNet mean/std
+        "mean": norm.manifest_values()[0],
+        "std": norm.manifest_values()[1],
         "layout": "NCHW",
         "steps": "to grey or RGB; short side to fit_size and centre crop (bilinear, antialiased); "
         "bilinear to resolution (antialiased); (x - mean) / std on 0..255; grey repeated to channels",
@@ -130,17 +133,17 @@ def export_run(
                 # Exporters want the default memory format (XNNPACK's channels-last pass refuses
                 # weights that already are channels-last).
                 net = run.subnet(config).to(memory_format=torch.contiguous_format).eval()
-                top1 = accuracy(net, held_out, config.resolution) if held_out is not None else None
+                top1 = accuracy(net, held_out, config.resolution, normalisation=norm) if held_out is not None else None
                 nets[config] = (net, top1)
                 if quantize is not None:
                     t = experiment.train
                     n_calibration = calibration_images or t.recalibration_images
                     int8_inputs[config] = _int8_inputs(net, held_out, data.recalibration_pool, config.resolution, c,
-                                                       n_calibration, t.seed, data.flip)
+                                                       n_calibration, t.seed, data.flip, norm)
             net, top1 = nets[config]
             entry = model_entry(target, top1, space, k, c, classes, {**preprocess, "resolution": config.resolution})
             name = entry["name"]
-            x = to_model_input(check_set.images[:parity_images], size=config.resolution, channels=c)
+            x = norm(check_set.images[:parity_images], size=config.resolution, channels=c)
             for fmt in formats:
                 path = work / f"{name}{SUFFIX[fmt]}"
                 if (config, fmt) in done:  # the same config answers two budgets: same model, copied
@@ -185,13 +188,14 @@ def export_run(
     return _summary(run_dir, out_dir, space, manifest, formats)
 
 
-def _int8_inputs(net, held_out, pool, resolution: int, c: int, n_calibration: int, seed: int, flip: bool) -> tuple:
+def _int8_inputs(net, held_out, pool, resolution: int, c: int, n_calibration: int, seed: int, flip: bool,
+                 norm: Normalisation) -> tuple:
     """What a quantizer needs for one config: calibration images, the held-out images and labels,
     and the float32 subnet's logits and top-1 on them."""
-    images = to_model_input(held_out.images, size=resolution, channels=c).numpy()
+    images = norm(held_out.images, size=resolution, channels=c).numpy()
     with torch.no_grad():
         logits = torch.cat([net(torch.from_numpy(images[i : i + 256])) for i in range(0, len(images), 256)]).numpy()
-    calibration = calibration_set(pool, resolution, n_calibration, seed, flip)
+    calibration = calibration_set(pool, resolution, n_calibration, seed, flip, norm)
     return calibration, (images, held_out.labels.numpy()), logits
 
 

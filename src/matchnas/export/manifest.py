@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from matchnas import cost
-from matchnas.data import TFLITE_MEAN, TFLITE_STD
 from matchnas.export.targets import Target
 from matchnas.latency import machine_description
 from matchnas.space import SearchSpace
@@ -32,7 +31,8 @@ def model_entry(target: Target, top1: float | None, space: SearchSpace, k: int, 
         "peak_memory_bytes": cost.peak_memory(space, config, k, c, batch_size=1),
         "test_top1": top1,
         "resolution": config.resolution,
-        "normalisation": {"mean": TFLITE_MEAN, "std": TFLITE_STD, "scale": "0..255"},
+        # the run's, as preprocess says it: scalars for EfficientNet-Lite, per-channel lists else
+        "normalisation": {"mean": preprocess["mean"], "std": preprocess["std"], "scale": "0..255"},
         "preprocess": preprocess,
         "classes": classes,
         "files": {},

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from matchnas.errors import MatchnasError
+
+if TYPE_CHECKING:
+    from matchnas.data import Normalisation
 
 PRECISIONS = ("int8",)
 DROP_TOLERANCE = 1.0  # percentage points of test top-1 an int8 model may lose against float32
@@ -51,11 +54,14 @@ def file_suffix(suffix: str, precision: str) -> str:
     return f".{precision}{suffix}"
 
 
-def calibration_set(pool: torch.Tensor, resolution: int, n_images: int, seed: int, flip: bool) -> tuple[np.ndarray, dict]:
-    """The model-ready calibration images (``N x C x R x R`` float32) and their manifest record."""
+def calibration_set(pool: torch.Tensor, resolution: int, n_images: int, seed: int, flip: bool,
+                    normalisation: Normalisation) -> tuple[np.ndarray, dict]:
+    """The model-ready calibration images (``N x C x R x R`` float32, normalised as the run is)
+    and their manifest record."""
     from matchnas.evaluate import recalibration_batches
 
-    images = torch.cat(recalibration_batches(pool, resolution, n_images, seed, flip)).contiguous()
+    batches = recalibration_batches(pool, resolution, n_images, seed, flip, normalisation=normalisation)
+    images = torch.cat(batches).contiguous()
     array = images.numpy().astype(np.float32)
     return array, {
         "images": int(array.shape[0]),

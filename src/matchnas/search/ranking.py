@@ -33,7 +33,7 @@ def rank_proxies(run_dir: str | Path, n: int = 50, names: list[str] | None = Non
     truth, scores, seconds = [], {name: [] for name in names}, {name: 0.0 for name in names}
     for config in tqdm(configs, desc="proxies", unit="config"):
         truth.append(ctx.run.top1(config))
-        inp = proxy_input(ctx.supernet, config, ctx.proxy_images, ctx.seed)
+        inp = proxy_input(ctx.supernet, config, ctx.proxy_images, ctx.seed, ctx.normalisation)
         for name in names:
             began = time.perf_counter()
             scores[name].append(float(PROXIES[name](inp)))

@@ -31,6 +31,7 @@ from matchnas.search.budgets import Metric
 from matchnas.space import SubnetConfig
 
 if TYPE_CHECKING:
+    from matchnas.data import Normalisation
     from matchnas.run import Run
 from matchnas.selection_index import SelectionIndex
 
@@ -50,6 +51,11 @@ class SearchContext:
     proxy_images: torch.Tensor | None = None
     options: dict[str, float] = field(default_factory=dict)
     run: Run | None = None  # the trained run, when the context was built from one
+
+    @property
+    def normalisation(self) -> Normalisation | None:
+        """The run's input normalisation (None without a run: EfficientNet-Lite's)."""
+        return self.run.normalisation if self.run is not None else None
 
     @property
     def space(self):
@@ -229,7 +235,7 @@ def zero_shot(ctx: SearchContext, budgets: list[float], argument: str) -> Search
     for config, c in costed:
         if c > largest:
             continue  # no budget can use it: don't spend a network run on it
-        scored.append((config, c, float(proxy(proxy_input(ctx.supernet, config, ctx.proxy_images, ctx.seed)))))
+        scored.append((config, c, float(proxy(proxy_input(ctx.supernet, config, ctx.proxy_images, ctx.seed, ctx.normalisation)))))
     picks = best_under_budgets(scored, budgets, proxy.higher_is_better)
     if not scored:
         cheapest = min(c for _, c in costed)

@@ -27,9 +27,8 @@ import yaml
 from tqdm import tqdm
 
 from matchnas.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
-from matchnas.backbones import get_backbone, normalisation_record
 from matchnas.convert import from_pretrained
-from matchnas.data import BatchStream, generator_for, save_split, strong, to_model_input, weak
+from matchnas.data import BatchStream, Normalisation, generator_for, save_split, strong, weak
 from matchnas.errors import Interrupted, MatchnasError
 from matchnas.experiment import Experiment
 from matchnas.io import atomic_write_json, atomic_write_text, check_writable, read_text, remove_leftovers, to_json
@@ -129,7 +128,7 @@ def make_batch(data: RunData, experiment: Experiment, step: int, labelled: Batch
     seed, device = experiment.train.seed, placement.device
 
     def ready(images: torch.Tensor) -> torch.Tensor:
-        x = to_model_input(shard(images, placement))
+        x = data.model_input(shard(images, placement))
         return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
     idx = labelled.global_batch(step)
@@ -162,9 +161,11 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             raise MatchnasError(f"{name} {size} is not divisible by the {placement.world_size} ranks")
 
     # Everything that can fail on bad input happens before the run directory is written.
-    data = prepare_data(experiment, run_dir, reuse_split=resume)
-    held_out(data)
     state = load_checkpoint(run_dir / LATEST) if resume and (run_dir / LATEST).exists() else None
+    # a resumed run keeps the normalisation its checkpoint recorded; a new one takes the backbone's
+    recorded = Normalisation.from_record(state.get("normalisation")) if state is not None else None
+    data = prepare_data(experiment, run_dir, reuse_split=resume, normalisation=recorded)
+    held_out(data)
     supernet = build_supernet(experiment, data.num_classes, state)
     fixed = single_config(experiment, supernet)
     settings = LossSettings.from_train_config(t)
@@ -179,7 +180,8 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
         if experiment.narrow.proxy is not None and fixed is None:
             n = experiment.narrow
             images = data.sets.unlabeled.images if len(data.sets.unlabeled) else data.sets.labeled.images
-            pool, records = narrow_space(supernet, images, n.proxy, n.candidates, n.keep, n.bins, t.seed)
+            pool, records = narrow_space(supernet, images, n.proxy, n.candidates, n.keep, n.bins, t.seed,
+                                          data.normalisation)
         if placement.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_split(data.split, run_dir / "split.json")
@@ -225,7 +227,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             "split": plan.to_dict() if plan is not None else None,
             "experiment": experiment.to_dict(),
             "space": supernet.space.to_dict(),
-            "normalisation": normalisation_record(get_backbone(experiment.model.backbone)),
+            "normalisation": data.normalisation.to_record(),
             "classes": list(data.source.train.classes),
         }
         save_checkpoint(path, state)

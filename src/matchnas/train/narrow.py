@@ -12,13 +12,15 @@ import torch
 from tqdm import tqdm
 
 from matchnas import cost
+from matchnas.data import LITE_NORMALISATION, Normalisation
 from matchnas.nn import Supernet
 from matchnas.space import SubnetConfig
 
 
 
 def narrow_space(
-    supernet: Supernet, images: torch.Tensor, proxy_name: str, candidates: int, keep: float, bins: int, seed: int
+    supernet: Supernet, images: torch.Tensor, proxy_name: str, candidates: int, keep: float, bins: int, seed: int,
+    normalisation: Normalisation = LITE_NORMALISATION,
 ) -> tuple[list[SubnetConfig], list[dict]]:
     """The kept pool (max and min included) and one record per scored candidate.
 
@@ -36,7 +38,7 @@ def narrow_space(
     was_training = supernet.training
     supernet.eval()
     for config in tqdm(configs, desc=f"narrow ({proxy_name})", unit="config", leave=False):
-        score = float(proxy(proxy_input(supernet, config, batch, seed)))
+        score = float(proxy(proxy_input(supernet, config, batch, seed, normalisation)))
         records.append({"config": config, "flops": cost.flops(space, config, supernet.num_classes), "score": score})
     supernet.train(was_training)
     edges = np.quantile([r["flops"] for r in records], np.linspace(0, 1, bins + 1)[1:-1])
