@@ -1,0 +1,85 @@
+"""Issue 13's criterion: the supernet's subnets (one lever-screen run, no retraining) against the
+same architectures trained alone, for the same steps, at the minnet, the maxnet and architectures
+between them.
+
+Usage: python bench/fmnist_supernet_vs_single.py --row "teacher_warmup=0.2+student_ramp=0.2"
+       [--seeds 0 1] [--quantiles 0.25 0.5 0.75] [--losses fm sup]
+
+The architectures between are the FLOPs quantiles of 201 seeded samples of the Lite0 space at
+28 px (the 0.5 quantile is the lever screen's "mid" subnet). Single runs are the suite's cached
+ones: ``single-max-fm`` / ``single-min-fm`` (Table 3's rows) and ``single-<config id>-fm``
+(shared with the accuracy-vs-FLOPs study).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from fmnist_levers import ROWS, SUPERNET, run_name
+from suite import config_file, ensure_run, eval_results, parse_mode, write_results
+
+from matchnas import cost
+from matchnas.run import open_run
+from matchnas.space import SubnetConfig, load_space
+
+
+def architectures(quantiles: list[float], samples: int = 201) -> list[tuple[str, SubnetConfig]]:
+    """``(label, config)``: the minnet, the quantile configs (ascending FLOPs), the maxnet."""
+    space = load_space("efficientnet-lite0")
+    rng = np.random.default_rng([0, 0x31D])  # the lever screen's draw, so 0.5 is its "mid"
+    configs = [dataclasses.replace(space.sample(rng), resolution=32) for _ in range(samples)]
+    configs.sort(key=lambda c: (cost.flops(space, c, 10), c.id))
+    between = [(f"q{q:g}", dataclasses.replace(configs[round(q * (samples - 1))], resolution=28)) for q in quantiles]
+    return [("minnet", space.min()), *between, ("maxnet", space.max())]
+
+
+def single_top1(label: str, config: SubnetConfig, loss: str, mode, seed: int) -> float:
+    if label in ("minnet", "maxnet"):
+        net = label[:3]
+        run = ensure_run(f"single-{net}-{loss}", [f"train.single={net}", f"train.loss={loss}"], mode, seed)
+    else:
+        path = config_file(config, mode)
+        run = ensure_run(f"single-{config.id}-{loss}", [f"train.single={path}", f"train.loss={loss}"], mode, seed)
+    return eval_results(run)["single"]
+
+
+def main() -> None:
+    def options(parser):
+        parser.add_argument("--row", default="teacher_warmup=0.2+student_ramp=0.2", choices=list(ROWS))
+        parser.add_argument("--quantiles", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+        parser.add_argument("--losses", nargs="+", default=["fm"], choices=["fm", "sup"])
+
+    args, mode = parse_mode(__doc__.splitlines()[0], options)
+    archs = architectures(args.quantiles)
+    space = load_space("efficientnet-lite0")
+    points = []
+    for seed in mode.seeds:
+        run = open_run(ensure_run(run_name(args.row), [*SUPERNET, *ROWS[args.row]], mode, seed))
+        for label, config in archs:
+            point = {"seed": seed, "label": label, "config_id": config.id, "config": config.to_dict(),
+                     "mflops": cost.flops(space, config, 10) / 1e6, "supernet": run.top1(config, "test")}
+            for loss in args.losses:
+                point[f"single_{loss}"] = single_top1(label, config, loss, mode, seed)
+            points.append(point)
+            print(point["label"], seed, {k: v for k, v in point.items() if k not in ("config", "label", "seed")}, flush=True)
+
+    header = "| architecture | MFLOPs | supernet % | " + " | ".join(f"single {loss} %" for loss in args.losses)
+    lines = [header + " | supernet - single fm |", "|---|---:|---:|" + "---:|" * len(args.losses) + "---:|"]
+    for label, config in archs:
+        rows = [p for p in points if p["label"] == label]
+
+        def mean(key):
+            return 100 * sum(p[key] for p in rows) / len(rows)
+
+        singles = " | ".join(f"{mean(f'single_{loss}'):.1f}" for loss in args.losses)
+        gap = mean("supernet") - mean("single_fm") if "fm" in args.losses else float("nan")
+        lines.append(f"| {label} ({config.id}) | {rows[0]['mflops']:.2f} | {mean('supernet'):.1f} | {singles} | {gap:+.1f} |")
+    table = f"{args.row}, {mode.steps} steps, seeds {list(mode.seeds)} (means)\n\n" + "\n".join(lines)
+    print(table)
+    script = "fmnist_supernet_vs_single-" + run_name(args.row)
+    print(f"wrote {write_results(script, mode, {'row': args.row, 'points': points, 'table': table})}")
+
+
+if __name__ == "__main__":
+    main()
