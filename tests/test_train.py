@@ -47,10 +47,12 @@ def test_run_directory_holds_everything(tmp_path):
         assert (run / name).is_file(), name
     rows = _metrics(run)
     assert [r["step"] for r in rows] == [1, 2, 3]
-    assert {"loss", "lab", "fm", "kd", "mask_rate"} <= set(rows[0])
+    assert {"loss", "lab", "fm", "mask_rate"} <= set(rows[0]) and "kd" not in rows[0]  # the teacher alone
+    assert {"loss", "lab", "fm", "kd", "mask_rate"} <= set(rows[-1])
     state = torch.load(run / FINAL, weights_only=True)
     index = json.loads(state["selection_index"])
-    assert sum(r["score"] for r in index) == 4 * (1 + 2 + 3)  # 4 subnets a step, I(a) += t
+    # teacher_warmup 0.2 of 3 steps: step 1 trains the maxnet alone, then 4 subnets a step; I(a) += t
+    assert sum(r["score"] for r in index) == 1 * 1 + 4 * (2 + 3)
 
 
 @pytest.mark.slow
