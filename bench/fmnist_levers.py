@@ -30,19 +30,23 @@ from matchnas.io import atomic_write_text
 from matchnas.space import SearchSpace, SubnetConfig, load_space
 
 # One row per lever setting (issue 13, "Levers to study"); the name is also the run's name.
+# The plain sandwich of the papers: every lever off (the defaults before issue 13's screen).
+PLAIN = ["train.teacher_warmup=0", "train.student_ramp=0"]
+
 ROWS: dict[str, list[str]] = {
-    "baseline": [],
+    "baseline": [],  # today's defaults (the teacher first since the screen)
+    "plain_sandwich": PLAIN,  # the screen's reference: each single lever below is added to it
     "teacher_warmup=0.2+student_ramp=0.2": ["train.teacher_warmup=0.2", "train.student_ramp=0.2"],
-    "student_sup_weight=0+distill_labelled": ["train.student_sup_weight=0", "train.distill_labelled=true"],
-    "student_sup_weight=0.5": ["train.student_sup_weight=0.5"],
-    "distill_view=strong": ["train.distill_view=strong"],
-    "project_conflicts": ["train.project_conflicts=true"],
-    "tau=0.8": ["train.tau=0.8"],
-    "tau=0.7": ["train.tau=0.7"],
-    "body_lr_scale=0.1": ["train.body_lr_scale=0.1"],
-    "final_lr=0.1": ["train.final_lr=0.1"],
-    "unlabeled_ratio=2": ["train.unlabeled_ratio=2"],
-    "64px": ["data.image_size=64", "model.space=efficientnet-lite0-64"],
+    "student_sup_weight=0+distill_labelled": [*PLAIN, "train.student_sup_weight=0", "train.distill_labelled=true"],
+    "student_sup_weight=0.5": [*PLAIN, "train.student_sup_weight=0.5"],
+    "distill_view=strong": [*PLAIN, "train.distill_view=strong"],
+    "project_conflicts": [*PLAIN, "train.project_conflicts=true"],
+    "tau=0.8": [*PLAIN, "train.tau=0.8"],
+    "tau=0.7": [*PLAIN, "train.tau=0.7"],
+    "body_lr_scale=0.1": [*PLAIN, "train.body_lr_scale=0.1"],
+    "final_lr=0.1": [*PLAIN, "train.final_lr=0.1"],
+    "unlabeled_ratio=2": [*PLAIN, "train.unlabeled_ratio=2"],
+    "64px": [*PLAIN, "data.image_size=64", "model.space=efficientnet-lite0-64"],
     # Combinations of the levers that helped on their own.
     "teacher_warmup=0.2+student_ramp=0.2+student_sup_weight=0+distill_labelled": [
         "train.teacher_warmup=0.2", "train.student_ramp=0.2", "train.student_sup_weight=0", "train.distill_labelled=true"],
@@ -52,7 +56,7 @@ SUPERNET = ["train.loss=full"]  # the screen is about the supernet, whatever the
 
 
 def run_name(row: str) -> str:
-    """The baseline is the suite's own full-loss supernet (Table 3's row d: one run, not two)."""
+    """The baseline is the suite's own full-loss supernet at today's defaults (Table 3's row d)."""
     return "supernet-full" if row == "baseline" else "levers-" + row.replace("+", "_").replace("=", "")
 
 

@@ -89,6 +89,19 @@ def run_path(name: str, mode: Mode, seed: int) -> Path:
     return RUNS / mode.folder / f"{name}-s{seed}"
 
 
+# Settings of the sandwich that a single-model run (``train.single``) never reads: a change of
+# their defaults leaves cached single runs valid.
+SANDWICH_ONLY = ("n_random", "teacher_warmup", "student_ramp", "student_sup_weight", "distill_labelled",
+                 "distill_view", "project_conflicts")
+
+
+def _settings(experiment: Experiment) -> dict:
+    body = experiment.to_dict()
+    if experiment.train.single is not None:
+        body["train"] = {k: v for k, v in body["train"].items() if k not in SANDWICH_ONLY}
+    return body
+
+
 def ensure_run(name: str, overrides: list[str], mode: Mode, seed: int) -> Path:
     """Train (or finish) the cached run ``name`` for ``seed``; returns its directory. A cached run
     made with different settings is an error, not silently reused."""
@@ -96,7 +109,7 @@ def ensure_run(name: str, overrides: list[str], mode: Mode, seed: int) -> Path:
     run_dir = run_path(name, mode, seed)
     saved = run_dir / "experiment.yaml"
     if saved.exists():
-        if experiment_from_dict(yaml.safe_load(saved.read_text())).to_dict() != experiment.to_dict():
+        if _settings(experiment_from_dict(yaml.safe_load(saved.read_text()))) != _settings(experiment):
             raise MatchnasError(f"{run_dir} was trained with other settings: delete it to retrain")
         if (run_dir / "eval.json").exists():
             return run_dir
