@@ -5,8 +5,8 @@ Three runs in ``out/`` (each resumable; a finished run is reused):
   sup-max/    the maxnet alone, labels only (TOFA's "individually fine-tuned" baseline)
   sup-min/    the minnet alone, labels only
 All three use the same split, steps and labelled batch size. Then the supernet answers three FLOPs
-budgets with TOFA's fixed rule (``supernet/selections.json`` and ``selections.png``), the picks
-are exported as an ONNX bundle (``bundle/``), and the bundle classifies one test image.
+budgets with TOFA's fixed rule within each budget's size range (``supernet/selections.json`` and
+``selections.png``), the picks are exported as an ONNX bundle (``bundle/``), and the bundle classifies one test image.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def run_demo(out: Path, experiment_path: Path | None = None) -> str:
         f"{'maxnet':<8} {100 * supernet['max']:>27.1f}% {100 * sup_max['single']:>27.1f}%",
         f"{'minnet':<8} {100 * supernet['min']:>27.1f}% {100 * sup_min['single']:>27.1f}%",
         "",
-        "Subnets for three FLOPs budgets from the same supernet, no retraining (TOFA's fixed rule):",
+        "Subnets for three FLOPs budgets from the same supernet, no retraining "
+        "(TOFA's fixed rule, within each budget's size range):",
         search(out / "supernet", "flops", ",".join(f"{b:.0f}" for b in _budgets(out / "supernet")), "fixed"),
         "",
         "Each pick exported to ONNX, checked against PyTorch in onnxruntime:",

@@ -1,14 +1,14 @@
 """Semi-supervised supernet training: pure losses, the sandwich sampler, one step, the loop.
 
-Names are imported lazily (PEP 562): reading a trained run (:mod:`matchnas.run`) uses the few-shot
-plan and the selection index defined here without loading the training loop.
+Names are imported lazily (PEP 562), so that importing the package loads no training code until a
+name is used.
 """
 
 from importlib import import_module
 
 _EXPORTS = {
     "LossSettings": "matchnas.train.step",
-    "SelectionIndex": "matchnas.train.sampler",
+    "SelectionIndex": "matchnas.selection_index",
     "StepBatch": "matchnas.train.step",
     "load_run": "matchnas.run",
     "resume": "matchnas.train.loop",

@@ -66,10 +66,8 @@ FEWSHOT_FILE = "fewshot.json"  # the few-shot split plan (split.json is the data
 
 def build_supernet(experiment: Experiment, num_classes: int, checkpoint: dict | None = None) -> Supernet:
     """A new run's supernet: the pre-trained backbone in the experiment's space. With a run's
-    ``checkpoint``, the supernet of that run instead, rebuilt from the space the checkpoint
-    recorded (the caller loads its weights), so a shipped space file edited since, or a convention
-    the run predates (``padding``: runs made before it was recorded pad ``k // 2``), never changes
-    a trained model's function."""
+    ``checkpoint``: that run's supernet, rebuilt by :func:`matchnas.run.rebuild_supernet` from
+    the space the checkpoint recorded (the caller loads its weights)."""
     if checkpoint is not None:
         return rebuild_supernet(experiment, num_classes, checkpoint)
     m = experiment.model
