@@ -67,7 +67,8 @@ class TrainConfig:
     # ``teacher_warmup`` fraction of the steps only the maxnet trains (labels + FixMatch; students
     # are not even forwarded), then the students' loss weight ramps linearly from 0 to 1 over the
     # next ``student_ramp`` fraction of the steps. 0.2 + 0.2, measured on Fashion-MNIST (2 seeds):
-    # +3.1 points at the maxnet, +2.6 at the minnet over 0 + 0, and 0.46-0.6x the step time.
+    # +3.1 points at the maxnet, +2.6 at the minnet over 0 + 0; a warm-up step trains one subnet,
+    # not four.
     teacher_warmup: float = 0.2
     student_ramp: float = 0.2
     # Roles in the sandwich (BigNAS, AlphaNet): the weight of the students' labelled and FixMatch
