@@ -1,10 +1,16 @@
 """Training throughput of the semi-supervised sandwich step, and where the step's time goes.
 
 Usage: python bench/train_throughput.py [--steps 30] [--batch 32] [--mu 1] [--loss full]
+                                        [--teacher-warmup 0.2] [--set key=value]
 
 Lite0 space on digits at 32 px: per step, B labelled + mu*B unlabelled images; the time of a step
 is split into data (batch indices, weak and strong views, normalisation), forward+backward of the
 sandwich (teacher + subnets), and the optimizer step. Prints a Markdown table.
+
+``--teacher-warmup F`` also times the teacher's warm-up step (the maxnet alone, issue 13)
+interleaved with the sandwich step, one of each in turn on the same batches, so that both see the
+same machine load, and prints what a run whose first F of the steps are warm-up costs against a
+plain sandwich run of equal steps: ``F * warm-up/sandwich + (1 - F)``.
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--mu", type=int, default=1)
     parser.add_argument("--loss", default="full")
+    parser.add_argument("--teacher-warmup", type=float, help="also time warm-up steps against sandwich steps, interleaved")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an experiment override")
     args = parser.parse_args()
-    experiment = load_experiment(None, [f"train.batch_size={args.batch}", f"train.unlabeled_ratio={args.mu}", f"train.loss={args.loss}"])
+    experiment = load_experiment(None, [f"train.batch_size={args.batch}", f"train.unlabeled_ratio={args.mu}",
+                                        f"train.loss={args.loss}", *args.set])
     t = experiment.train
     with tempfile.TemporaryDirectory() as run_dir:
         data = prepare_data(experiment, Path(run_dir))
@@ -43,9 +52,12 @@ def main() -> None:
     if t.loss == "sup":
         unlabelled = None
     parts = {"data": [], "forward+backward": [], "optimizer": [], "step": []}
+    kinds = {"warm-up": [], "sandwich": []}
     for step in range(args.steps + 3):
         t0 = time.perf_counter()
         configs = sandwich(supernet.space, t.seed, step, t.n_random)
+        if args.teacher_warmup is not None and step % 2:
+            configs = configs[:1]  # the loop's warm-up step: the maxnet alone
         batch = make_batch(data, experiment, step, labelled, unlabelled)
         t1 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -54,20 +66,28 @@ def main() -> None:
         optimizer.step()
         schedule.step()
         t3 = time.perf_counter()
-        if step >= 3:  # warm-up
-            for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
-                parts[key].append(seconds)
+        if step >= 3:  # the first steps allocate and tune: left out
+            kinds["warm-up" if len(configs) == 1 else "sandwich"].append(t3 - t0)
+            if len(configs) > 1:
+                for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                    parts[key].append(seconds)
     total = sum(parts["step"])
     images = args.batch * (1 + (args.mu if unlabelled else 0))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, Lite0 space, 32 px, "
-          f"{args.batch} labelled + {args.mu * args.batch if unlabelled else 0} unlabelled a step, loss {args.loss}, "
-          f"{len(configs)} subnets a step, {args.steps} steps")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {experiment.model.space or experiment.model.backbone} space, "
+          f"{experiment.data.image_size} px, {args.batch} labelled + {args.mu * args.batch if unlabelled else 0} unlabelled "
+          f"a step, loss {args.loss}, {2 + t.n_random} subnets a sandwich step, {len(parts['step'])} sandwich steps")
     print("| part | median ms | share of step time |")
     print("|---|---:|---:|")
     for key in ("data", "forward+backward", "optimizer", "step"):
         print(f"| {key} | {1e3 * statistics.median(parts[key]):.1f} | {100 * sum(parts[key]) / total:.1f}% |")
     outside = 100 * (sum(parts["data"]) + sum(parts["optimizer"])) / total
     print(f"\nimages/s (labelled + unlabelled): {images * len(parts['step']) / total:.1f}; outside forward+backward: {outside:.1f}%")
+    if args.teacher_warmup is not None:
+        ratio = statistics.median(kinds["warm-up"]) / statistics.median(kinds["sandwich"])
+        f = args.teacher_warmup
+        print(f"\nwarm-up step / sandwich step (medians of {len(kinds['warm-up'])} and {len(kinds['sandwich'])}, "
+              f"interleaved): {ratio:.2f}; a run with teacher_warmup={f} costs {f * ratio + 1 - f:.2f}x a plain "
+              "sandwich run of equal steps")
 
 
 if __name__ == "__main__":
