@@ -6,7 +6,8 @@ Usage: python bench/fmnist_supernet_vs_single.py --row "teacher_warmup=0.2+stude
        [--seeds 0 1] [--quantiles 0.25 0.5 0.75] [--losses fm sup]
 
 The architectures between are the FLOPs quantiles of 201 seeded samples of the Lite0 space at
-28 px (the 0.5 quantile is the lever screen's "mid" subnet). Single runs are the suite's cached
+the space's middle resolution, 28 px (56 px with ``--set model.space=efficientnet-lite0-64``); the
+0.5 quantile is the lever screen's "mid" subnet. Single runs are the suite's cached
 ones: ``single-max-fm`` / ``single-min-fm`` (Table 3's rows) and ``single-<config id>-fm``
 (shared with the accuracy-vs-FLOPs study).
 """
@@ -17,20 +18,23 @@ import dataclasses
 
 import numpy as np
 from fmnist_levers import ROWS, SUPERNET, run_name
-from suite import config_file, ensure_run, eval_results, parse_mode, write_results
+from suite import config_file, ensure_run, eval_results, experiment_for, parse_mode, write_results
 
 from matchnas import cost
 from matchnas.run import open_run
-from matchnas.space import SubnetConfig, load_space
+from matchnas.space import SearchSpace, SubnetConfig, load_space
 
 
-def architectures(quantiles: list[float], samples: int = 201) -> list[tuple[str, SubnetConfig]]:
-    """``(label, config)``: the minnet, the quantile configs (ascending FLOPs), the maxnet."""
-    space = load_space("efficientnet-lite0")
+def architectures(space: SearchSpace, quantiles: list[float], samples: int = 201) -> list[tuple[str, SubnetConfig]]:
+    """``(label, config)``: ``space``'s minnet, the quantile configs (ascending FLOPs), its maxnet.
+    The quantiles are ranked in the shipped Lite0 space at 32 px and evaluated at ``space``'s
+    middle resolution, as the lever screen's "mid" (the 64 px protocol: the same stages at 56 px)."""
+    reference = load_space("efficientnet-lite0")
     rng = np.random.default_rng([0, 0x31D])  # the lever screen's draw, so 0.5 is its "mid"
-    configs = [dataclasses.replace(space.sample(rng), resolution=32) for _ in range(samples)]
-    configs.sort(key=lambda c: (cost.flops(space, c, 10), c.id))
-    between = [(f"q{q:g}", dataclasses.replace(configs[round(q * (samples - 1))], resolution=28)) for q in quantiles]
+    configs = [dataclasses.replace(reference.sample(rng), resolution=32) for _ in range(samples)]
+    configs.sort(key=lambda c: (cost.flops(reference, c, 10), c.id))
+    middle = space.resolutions[len(space.resolutions) // 2]
+    between = [(f"q{q:g}", dataclasses.replace(configs[round(q * (samples - 1))], resolution=middle)) for q in quantiles]
     return [("minnet", space.min()), *between, ("maxnet", space.max())]
 
 
@@ -51,8 +55,9 @@ def main() -> None:
         parser.add_argument("--losses", nargs="+", default=["fm"], choices=["fm", "sup"])
 
     args, mode = parse_mode(__doc__.splitlines()[0], options)
-    archs = architectures(args.quantiles)
-    space = load_space("efficientnet-lite0")
+    model = experiment_for([*SUPERNET, *ROWS[args.row]], mode, mode.seeds[0]).model
+    space = load_space(model.space or model.backbone)
+    archs = architectures(space, args.quantiles)
     points = []
     for seed in mode.seeds:
         run = open_run(ensure_run(run_name(args.row), [*SUPERNET, *ROWS[args.row]], mode, seed))
