@@ -3,7 +3,7 @@ fixed rule, zero-shot search with the best proxy, evolution (NSGA-II on validati
 random sampling plus validation, at 5 FLOPs budgets: test top-1 of each pick and the wall time
 of selecting.
 
-Usage: python bench/fmnist_selection.py [--quick] [--seeds 0 1]
+Usage: python bench/fmnist_selection.py [--quick] [--seeds 0 1] [--strategies fixed random ...]
 
 The budgets are 10/30/50/70/90% of the way from the minnet's FLOPs to the maxnet's. The zero-shot
 proxy is chosen per run without touching the test set: the proxy whose scores rank 20 random
@@ -71,15 +71,21 @@ def select(run_dir, mode, strategy: str, options: dict) -> tuple[list, float, di
     return result.picks, time.perf_counter() - began, extra
 
 
+STRATEGIES = ("fixed", "zeroshot", "evolution", "random")
+
+
 def main() -> None:
-    _, mode = parse_mode(__doc__.splitlines()[0])
+    args, mode = parse_mode(__doc__.splitlines()[0], lambda p: p.add_argument(
+        "--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES), help="run only these strategies"))
     quick = mode.name == "quick"
-    strategies = {
+    options = {
         "fixed": {},
         "zeroshot": {"candidates": 200 if quick else 500},
         "evolution": evolution_options(mode),
         "random": {"samples": 8 if quick else 20},
     }
+    strategies = {name: options[name] for name in STRATEGIES if name in args.strategies}
+    script = "fmnist_selection" + ("" if len(strategies) == len(STRATEGIES) else "-" + "_".join(strategies))
     results = {name: [] for name in strategies}
     def one_seed(seed: int) -> dict:
         run_dir = ensure_run("supernet-full", ["train.loss=full"], mode, seed)
@@ -95,12 +101,13 @@ def main() -> None:
         return out
 
     for seed in mode.seeds:
-        for name, row in per_seed("fmnist_selection", mode, seed, lambda seed=seed: one_seed(seed)).items():
+        for name, row in per_seed(script, mode, seed, lambda seed=seed: one_seed(seed)).items():
             results[name].append(row)
 
     budgets = [p["budget"] for p in results["fixed"][0]["picks"]]
     head = "| strategy | seconds to select | " + " | ".join(format_cost(b, "flops") for b in budgets) + " |"
-    lines = [f"Test top-1 % of the pick per FLOPs budget ({mode.steps} steps, seeds {list(mode.seeds)}; mean over seeds)",
+    lines = [f"Test top-1 % (and FLOPs) of the pick per FLOPs budget ({mode.steps} steps, seeds {list(mode.seeds)}; "
+             "mean over seeds)",
              "", head, "|---|---:|" + "---:|" * len(budgets)]
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, runs in results.items():
@@ -108,7 +115,8 @@ def main() -> None:
         cost = [np.mean([r["picks"][i]["cost"] for r in runs]) for i in range(len(budgets))]
         seconds = np.mean([r["seconds"] for r in runs])
         label = name if name != "zeroshot" else f"zeroshot ({', '.join(r['proxy'] for r in runs)})"
-        lines.append(f"| {label} | {seconds:.1f} | " + " | ".join(f"{100 * t:.1f}" for t in top1) + " |")
+        lines.append(f"| {label} | {seconds:.1f} | "
+                     + " | ".join(f"{100 * t:.1f} ({c / 1e6:.2f}M)" for t, c in zip(top1, cost)) + " |")
         ax.plot(np.array(cost) / 1e6, 100 * np.array(top1), marker="o", label=f"{label}, {seconds:.0f} s")
     distinct = {name: [len({p["config_id"] for p in r["picks"]}) for r in runs] for name, runs in results.items()}
     lines += ["", f"distinct subnets picked for the 5 budgets: {distinct}"]
@@ -119,10 +127,9 @@ def main() -> None:
     ax.set_title(f"Selection on the Fashion-MNIST supernet, {mode.steps} steps", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(plot_path("fmnist_selection", mode), dpi=120)
-    path = write_results("fmnist_selection", mode, {"budgets": budgets, "strategies": strategies,
-                                                    "results": results, "table": table})
-    print(f"wrote {path} and {plot_path('fmnist_selection', mode)}")
+    fig.savefig(plot_path(script, mode), dpi=120)
+    path = write_results(script, mode, {"budgets": budgets, "strategies": strategies, "results": results, "table": table})
+    print(f"wrote {path} and {plot_path(script, mode)}")
 
 
 if __name__ == "__main__":
