@@ -21,7 +21,8 @@ from suite import config_file, ensure_run, eval_results, parse_mode, write_resul
 
 from matchnas import cost
 from matchnas.run import open_run
-from matchnas.space import SubnetConfig, load_space
+from matchnas.space import SubnetConfig
+from matchnas.space_file import load_space
 
 
 def architectures(quantiles: list[float], samples: int = 201) -> list[tuple[str, SubnetConfig]]:
