@@ -27,7 +27,8 @@ from suite import RUNS, Evaluator, ensure_run, parse_mode, run_path, write_resul
 
 from matchnas import cost
 from matchnas.io import atomic_write_text
-from matchnas.space import SearchSpace, SubnetConfig, load_space
+from matchnas.space import SearchSpace, SubnetConfig
+from matchnas.space_file import load_space
 
 # One row per lever setting (issue 13, "Levers to study"); the name is also the run's name.
 # The plain sandwich of the papers: every lever off (the defaults before issue 13's screen).

@@ -22,7 +22,8 @@ from suite import config_file, ensure_run, eval_results, experiment_for, parse_m
 
 from matchnas import cost
 from matchnas.run import open_run
-from matchnas.space import SearchSpace, SubnetConfig, load_space
+from matchnas.space import SearchSpace, SubnetConfig
+from matchnas.space_file import load_space
 
 
 def architectures(space: SearchSpace, quantiles: list[float], samples: int = 201) -> list[tuple[str, SubnetConfig]]:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from matchnas import cost
 from matchnas.convert import from_pretrained
 from matchnas.latency import LatencyTable, Runner, build_lut, measure_interleaved
-from matchnas.space import load_space
+from matchnas.space_file import load_space
 
 
 def _measure(net, named, args) -> list[float]:

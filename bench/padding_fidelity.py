@@ -21,7 +21,8 @@ from PIL import Image
 
 from matchnas.convert import BACKBONES, from_pretrained
 from matchnas.nn import Supernet
-from matchnas.space import SearchSpace, load_space
+from matchnas.space import SearchSpace
+from matchnas.space_file import load_space
 
 PHOTO = "tests/fixtures/chelsea-224.jpg"
 

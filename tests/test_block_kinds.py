@@ -14,7 +14,8 @@ from matchnas.errors import MatchnasError
 from matchnas.latency import Runner, config_parts, enumerate_parts
 from matchnas.nn import Supernet
 from matchnas.proxies import PROXIES, proxy_input
-from matchnas.space import SearchSpace, load_space
+from matchnas.space import SearchSpace
+from matchnas.space_file import load_space
 
 from .conftest import TINY_SPACE, randomize_batch_norms
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from matchnas.cli import main
-from matchnas.space import load_space
+from matchnas.space_file import load_space
 
 
 def test_space_prints_stages_count_and_costs(capsys):

@@ -9,7 +9,8 @@ from PIL import Image
 
 from matchnas.convert import BACKBONES, from_pretrained, sort_channels
 from matchnas.errors import MatchnasError
-from matchnas.space import SearchSpace, load_space
+from matchnas.space import SearchSpace
+from matchnas.space_file import load_space
 
 FIXTURE = "tests/fixtures/chelsea-224.jpg"  # CC0 photo of a tabby cat (scikit-image's "chelsea")
 IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger, Persian, Siamese, Egyptian cat

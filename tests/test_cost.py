@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from matchnas import cost
 from matchnas.convert import BACKBONES
 from matchnas.nn import MBConv, Supernet
-from matchnas.space import load_space
+from matchnas.space_file import load_space
 
 
 def _measured_flops(module: nn.Module, resolution: int, in_chans: int) -> int:

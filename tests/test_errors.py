@@ -17,7 +17,7 @@ from matchnas import experiment as experiment_module
 from matchnas.cli import main
 from matchnas.experiment import RANGES, Experiment, load_experiment
 from matchnas.io import atomic_write_json, to_json
-from matchnas.space import load_space
+from matchnas.space_file import load_space
 
 
 def run_cli(args, capsys) -> tuple[int, str]:

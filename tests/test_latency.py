@@ -24,7 +24,8 @@ from matchnas.latency import (
     measured_latency_cost,
 )
 from matchnas.nn import Supernet
-from matchnas.space import SearchSpace, StageConfig, SubnetConfig, load_space
+from matchnas.space import SearchSpace, StageConfig, SubnetConfig
+from matchnas.space_file import load_space
 from tests.conftest import randomize_batch_norms
 
 MICRO_SPACE = {  # 8 part shapes: enough to run the whole build through onnxruntime in a second

@@ -15,7 +15,8 @@ from matchnas.errors import MatchnasError
 from matchnas.latency import Runner, config_parts, enumerate_parts
 from matchnas.nn import Supernet
 from matchnas.nn.ops import SqueezeExcite, make_divisible, se_channels
-from matchnas.space import SearchSpace, load_space
+from matchnas.space import SearchSpace
+from matchnas.space_file import load_space
 
 from .conftest import randomize_batch_norms
 

@@ -14,7 +14,7 @@ from matchnas.convert import from_pretrained
 from matchnas.errors import MatchnasError
 from matchnas.nn import recalibrate_bn
 from matchnas.proxies import PROXIES, FunctionProxy, ProxyInput, add_proxy, get_proxy, register_proxy, score_all
-from matchnas.space import load_space
+from matchnas.space_file import load_space
 
 NAMES = list(PROXIES)
 DIRECTIONS = {  # grasp: Abdelfattah et al.'s sum(-W * Hg), larger taken as better

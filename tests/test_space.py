@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from matchnas.errors import MatchnasError
-from matchnas.space import SearchSpace, StageConfig, SubnetConfig, load_space, shipped_spaces
+from matchnas.space import SearchSpace, StageConfig, SubnetConfig
+from matchnas.space_file import load_space, shipped_spaces
 from tests.conftest import TINY_SPACE
 
 

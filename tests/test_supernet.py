@@ -9,7 +9,8 @@ from matchnas.errors import MatchnasError
 from matchnas.nn import ElasticDepthwiseConv2d, StaticNet, Supernet
 from matchnas.nn.blocks import ElasticMBConv, MBConv
 from matchnas.nn.ops import same_pads
-from matchnas.space import SearchSpace, load_space
+from matchnas.space import SearchSpace
+from matchnas.space_file import load_space
 from tests.conftest import TINY_SPACE, randomize_batch_norms
 
 

@@ -137,7 +137,7 @@ def test_bad_input_is_one_line(args, message, capsys, tmp_path):
 def test_eval_refuses_a_config_from_another_space(tmp_path, capsys):
     run = tmp_path / "run"
     loop.train(load_experiment(None, TINY + ["train.steps=1"]), run)
-    from matchnas.space import load_space
+    from matchnas.space_file import load_space
 
     other = load_space("efficientnet-lite1")
     foreign = tmp_path / "foreign.json"

@@ -17,7 +17,7 @@ _EXPORTS = {
     "SearchSpace": "matchnas.space",
     "StageConfig": "matchnas.space",
     "SubnetConfig": "matchnas.space",
-    "load_space": "matchnas.space",
+    "load_space": "matchnas.space_file",
     "cost": "matchnas.cost",
     "open_run": "matchnas.run",
     "Run": "matchnas.run",

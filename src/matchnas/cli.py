@@ -10,7 +10,8 @@ import sys
 from dataclasses import replace
 
 from matchnas.errors import Interrupted, MatchnasError
-from matchnas.space import SearchSpace, load_space
+from matchnas.space import SearchSpace
+from matchnas.space_file import load_space
 
 # Commands import what they need when they run: `matchnas predict` must work without PyTorch.
 

@@ -33,7 +33,8 @@ import torch
 from matchnas.backbones import BACKBONES, Backbone, get_backbone, rename
 from matchnas.errors import MatchnasError
 from matchnas.nn.supernet import Supernet
-from matchnas.space import SearchSpace, load_space
+from matchnas.space import SearchSpace
+from matchnas.space_file import load_space
 
 __all__ = ["BACKBONES", "Backbone", "check_fits", "from_pretrained", "get_backbone", "sort_channels"]
 

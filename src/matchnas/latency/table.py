@@ -192,7 +192,7 @@ def build_lut_command(
     quantize: str | None = None,
 ) -> str:
     """``matchnas latency build``: build, save, and return a one-paragraph summary."""
-    from matchnas.space import load_space
+    from matchnas.space_file import load_space
 
     space = load_space(space) if isinstance(space, str) else space
     check_runtime(runtime)
