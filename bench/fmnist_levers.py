@@ -52,6 +52,10 @@ ROWS: dict[str, list[str]] = {
     "teacher_warmup=0.2+student_ramp=0.2+student_sup_weight=0+distill_labelled": [
         "train.teacher_warmup=0.2", "train.student_ramp=0.2", "train.student_sup_weight=0", "train.distill_labelled=true"],
     "teacher_warmup=0.2+student_ramp=0.2+tau=0.8": ["train.teacher_warmup=0.2", "train.student_ramp=0.2", "train.tau=0.8"],
+    # What else could lift the maxnet on top of the teacher first: protect its gradient, or train it alone longer.
+    "teacher_warmup=0.2+student_ramp=0.2+project_conflicts": [
+        "train.teacher_warmup=0.2", "train.student_ramp=0.2", "train.project_conflicts=true"],
+    "teacher_warmup=0.4+student_ramp=0.2": ["train.teacher_warmup=0.4", "train.student_ramp=0.2"],
 }
 SUPERNET = ["train.loss=full"]  # the screen is about the supernet, whatever the protocol's default
 
