@@ -10,7 +10,7 @@ Every row is a cached suite run (``ensure_run``), so the screen resumes where it
 processes can split it: ``--shard 0/2`` and ``--shard 1/2`` each train every second row (run them
 at once with ``OMP_NUM_THREADS=1``); a last invocation without ``--shard`` finds every run cached
 and writes ``bench/results/fmnist_levers-<mode>.json`` with the whole table (a subset or a shard
-writes its own file). ``--device cuda`` trains on a GPU (bf16 autocast; separate runs and
+writes its own file, named by a digest of its rows and its seed). ``--device cuda`` trains on a GPU (bf16 autocast; separate runs and
 results); evaluation stays on the CPU, as in the rest of the suite.
 
 The mid-size subnet is the same architecture for every row: the median-FLOPs config among 201
@@ -20,6 +20,7 @@ seeded samples, at the space's middle resolution (the 64 px row uses the same st
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import numpy as np
@@ -145,7 +146,10 @@ def main() -> None:
     text = table(results, mode, seed)
     print(text)
     whole = chosen == list(ROWS)
-    script = "fmnist_levers" if whole else f"fmnist_levers-{'shard' + str(index) + 'of' + str(count) if count > 1 else 'subset'}"
+    # A subset or shard gets its own file (rows digest and seed in the name), so screens do not overwrite each other.
+    rows_digest = hashlib.sha1("|".join(chosen).encode()).hexdigest()[:8]
+    part = f"shard{index}of{count}" if count > 1 else f"subset-{rows_digest}"
+    script = "fmnist_levers" if whole else f"fmnist_levers-{part}-s{seed}"
     path = write_results(script, dataclasses.replace(mode, seeds=(seed,)),
                          {"rows": {r: ROWS[r] for r in chosen}, "results": results, "table": text,
                           "runs": str(RUNS / mode.folder)})
