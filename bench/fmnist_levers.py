@@ -10,8 +10,9 @@ Every row is a cached suite run (``ensure_run``), so the screen resumes where it
 processes can split it: ``--shard 0/2`` and ``--shard 1/2`` each train every second row (run them
 at once with ``OMP_NUM_THREADS=1``); a last invocation without ``--shard`` finds every run cached
 and writes ``bench/results/fmnist_levers-<mode>.json`` with the whole table (a subset or a shard
-writes its own file, named by a digest of its rows and its seed). ``--device cuda`` trains on a GPU (bf16 autocast; separate runs and
-results); evaluation stays on the CPU, as in the rest of the suite.
+writes its own file, named by a digest of its rows and its seed). ``--device cuda`` trains on a
+GPU (bf16 autocast; separate runs and results); evaluation stays on the CPU, as in the rest of the
+suite.
 
 The mid-size subnet is the same architecture for every row: the median-FLOPs config among 201
 seeded samples, at the space's middle resolution (the 64 px row uses the same stages at 56 px).
