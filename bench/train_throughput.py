@@ -52,7 +52,7 @@ def main() -> None:
     if t.loss == "sup":
         unlabelled = None
     parts = {"data": [], "forward+backward": [], "optimizer": [], "step": []}
-    kinds = {"warm-up": [], "sandwich": []}
+    warmup_steps = []  # seconds of each warm-up step (the sandwich steps are parts["step"])
     for step in range(args.steps + 3):
         t0 = time.perf_counter()
         configs = sandwich(supernet.space, t.seed, step, t.n_random)
@@ -67,8 +67,9 @@ def main() -> None:
         schedule.step()
         t3 = time.perf_counter()
         if step >= 3:  # the first steps allocate and tune: left out
-            kinds["warm-up" if len(configs) == 1 else "sandwich"].append(t3 - t0)
-            if len(configs) > 1:
+            if len(configs) == 1:
+                warmup_steps.append(t3 - t0)
+            else:
                 for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
                     parts[key].append(seconds)
     total = sum(parts["step"])
@@ -83,9 +84,9 @@ def main() -> None:
     outside = 100 * (sum(parts["data"]) + sum(parts["optimizer"])) / total
     print(f"\nimages/s (labelled + unlabelled): {images * len(parts['step']) / total:.1f}; outside forward+backward: {outside:.1f}%")
     if args.teacher_warmup is not None:
-        ratio = statistics.median(kinds["warm-up"]) / statistics.median(kinds["sandwich"])
+        ratio = statistics.median(warmup_steps) / statistics.median(parts["step"])
         f = args.teacher_warmup
-        print(f"\nwarm-up step / sandwich step (medians of {len(kinds['warm-up'])} and {len(kinds['sandwich'])}, "
+        print(f"\nwarm-up step / sandwich step (medians of {len(warmup_steps)} and {len(parts['step'])}, "
               f"interleaved): {ratio:.2f}; a run with teacher_warmup={f} costs {f * ratio + 1 - f:.2f}x a plain "
               "sandwich run of equal steps")
 
