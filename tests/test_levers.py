@@ -10,7 +10,7 @@ from matchnas.errors import MatchnasError
 from matchnas.experiment import load_experiment
 from matchnas.train import loop
 from matchnas.checkpoint import FINAL, LATEST
-from matchnas.train.levers import gradient_snapshot, project_conflicting_students, student_weight
+from matchnas.train.levers import MeanTeacher, gradient_snapshot, project_conflicting_students, student_weight
 from matchnas.train.step import LossSettings, StepBatch, train_step
 
 TINY = ["train.batch_size=8", "train.warmup_steps=2", "train.recalibration_images=64",
@@ -58,9 +58,9 @@ def test_student_weight_is_zero_during_the_warmup_then_ramps_linearly_to_one():
 def test_warmup_trains_only_the_maxnet_then_the_students_join(tmp_path, monkeypatch):
     real, seen = loop.train_step, []
 
-    def spy(model, configs, batch, settings, student_weight):
+    def spy(model, configs, batch, settings, student_weight, **levers):
         seen.append((len(configs), student_weight))
-        return real(model, configs, batch, settings, student_weight)
+        return real(model, configs, batch, settings, student_weight, **levers)
 
     monkeypatch.setattr(loop, "train_step", spy)
     run = tmp_path / "run"
@@ -146,27 +146,67 @@ def test_final_lr_is_the_floor_of_the_cosine_schedule(tiny_supernet):
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.01)
 
 
+def test_the_mean_teacher_follows_the_weights_with_a_decay_that_warms_up():
+    online = torch.nn.Linear(2, 1)
+    mean = MeanTeacher(online, decay=0.99)
+    start = mean.model.weight.clone()
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    mean.update(online, step=0)  # d = min(0.99, 1/10): the average moves 90% of the way
+    torch.testing.assert_close(mean.model.weight, start + 0.9)
+    for step in range(1, 1000):
+        mean.update(online, step)
+    torch.testing.assert_close(mean.model.weight, online.weight)  # a fixed point once caught up
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    mean.update(online, step=10_000)  # d = 0.99 late in the run
+    torch.testing.assert_close(mean.model.weight, online.weight - 0.99)
+    assert not any(p.requires_grad for p in mean.model.parameters())
+
+
+def test_the_mean_teacher_gives_the_pseudo_labels_and_the_maxnet_skips_its_weak_view(tiny_supernet, tiny_space):
+    batch, classes = _batch(b=4), 5
+    sure = torch.zeros(4, classes)
+    sure[[0, 1], [2, 3]] = 50.0  # confident on the first two images only, uniform on the others
+
+    def mean_teacher(x, config):
+        assert x.shape[0] == 4 and config == tiny_space.max()
+        return sure
+
+    recorder = Recorder(copy.deepcopy(tiny_supernet).train())
+    metrics = train_step(recorder, [tiny_space.max(), tiny_space.min()], batch, LossSettings(tau=0.9),
+                         mean_teacher=mean_teacher)
+    assert metrics["mask_rate"] == 0.5
+    assert recorder.sizes == [8, 12]  # maxnet: labelled + strong; student: labelled + strong + weak
+
+
 @pytest.mark.parametrize("override", ["train.distill_view=both", "train.teacher_warmup=1.5", "train.student_ramp=-0.1",
                                       "train.student_sup_weight=-1", "train.body_lr_scale=-0.5", "train.final_lr=2",
-                                      "train.teacher_warmup=0.6"])
+                                      "train.teacher_warmup=0.6", "train.ema_teacher=1"])
 def test_bad_lever_values_are_refused(override):
     with pytest.raises(MatchnasError, match=override.split("=")[0].split(".")[1]):
         load_experiment(None, [override, "train.student_ramp=0.5"] if "warmup=0.6" in override else [override])
+
+
+def test_the_mean_teacher_is_refused_with_a_few_shot_split():
+    with pytest.raises(MatchnasError, match="train.ema_teacher needs split.method=none"):
+        load_experiment(None, ["train.ema_teacher=0.99", "split.method=gm"])
 
 
 @pytest.mark.slow
 def test_a_run_with_levers_resumes_to_the_same_weights(tmp_path, monkeypatch):
     levers = TINY + ["train.steps=6", "train.checkpoint_every=3", "train.teacher_warmup=0.2", "train.student_ramp=0.3",
                      "train.project_conflicts=true", "train.student_sup_weight=0.5", "train.distill_labelled=true",
-                     "train.distill_view=strong", "train.body_lr_scale=0.5", "train.final_lr=0.1"]
+                     "train.distill_view=strong", "train.body_lr_scale=0.5", "train.final_lr=0.1",
+                     "train.ema_teacher=0.9"]
     loop.train(load_experiment(None, levers), tmp_path / "whole")
     real = loop.train_step
 
-    def stop_after_the_checkpoint(model, configs, batch, settings, student_weight):
+    def stop_after_the_checkpoint(model, configs, batch, settings, **levers):
         if stop_after_the_checkpoint.calls == 4:
             raise Stop
         stop_after_the_checkpoint.calls += 1
-        return real(model, configs, batch, settings, student_weight)
+        return real(model, configs, batch, settings, **levers)
 
     stop_after_the_checkpoint.calls = 0
     monkeypatch.setattr(loop, "train_step", stop_after_the_checkpoint)
@@ -177,8 +217,9 @@ def test_a_run_with_levers_resumes_to_the_same_weights(tmp_path, monkeypatch):
     loop.resume(tmp_path / "stopped")
     a = torch.load(tmp_path / "whole" / FINAL, weights_only=True)
     b = torch.load(tmp_path / "stopped" / FINAL, weights_only=True)
-    for key, tensor in a["model"].items():
-        assert torch.equal(tensor, b["model"][key]), key
+    for part in ("model", "ema_teacher"):
+        for key, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][key]), (part, key)
     assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
 
 

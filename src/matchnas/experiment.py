@@ -82,6 +82,9 @@ class TrainConfig:
     # and the cosine schedule's final lr as a fraction of ``lr``.
     body_lr_scale: float = 1.0
     final_lr: float = 0.0
+    # Mean teacher (lever 5): the pseudo-labels and distillation targets come from an exponential
+    # moving average of the weights with this decay (train/levers.py); 0 = the online maxnet.
+    ema_teacher: float = 0.0
 
 
 @dataclass
@@ -129,6 +132,8 @@ class Experiment:
         sp = self.split
         if sp.method not in ("none", "gm", "random"):
             raise MatchnasError(f"split.method must be one of none, gm, random, got {sp.method!r}")
+        if sp.method != "none" and t.ema_teacher > 0:
+            raise MatchnasError("train.ema_teacher needs split.method=none: the split replaces the weights it averages")
         if sp.dimension not in ("kernel", "expand"):
             raise MatchnasError(f"split.dimension must be kernel or expand, got {sp.dimension!r}")
         if sp.method != "none" and t.single is not None:
@@ -167,6 +172,7 @@ RANGES: dict[str, str] = {
     "train.student_sup_weight": "[0, inf)",
     "train.body_lr_scale": "[0, inf)",
     "train.final_lr": "[0, 1]",
+    "train.ema_teacher": "[0, 1)",
     "narrow.candidates": "[1, inf)",
     "narrow.keep": "(0, 1]",
     "narrow.bins": "[1, inf)",

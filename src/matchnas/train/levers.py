@@ -1,12 +1,13 @@
-"""Training levers of issue 13 that are not losses: when the students join the sandwich, and how
-the students' gradient is kept from fighting the maxnet's.
+"""Training levers of issue 13 that are not losses: when the students join the sandwich, how the
+students' gradient is kept from fighting the maxnet's, and a mean teacher.
 
-Both are pure functions (of the step, or of gradient tensors), so a resumed run and every rank of
-a distributed run compute the same thing from ``(seed, step)``.
+Each is a function of the step, of gradient tensors, or of the weights after an optimizer step, so
+a resumed run and every rank of a distributed run compute the same thing from ``(seed, step)``.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 
 import torch
@@ -67,3 +68,27 @@ def project_conflicting_students(params: list[torch.nn.Parameter], teacher: list
             continue
         p.grad.copy_(g_t + (g_s.double() - coefficient * g_t.double()).to(g_t.dtype))
     return cosine
+
+
+class MeanTeacher:
+    """An exponential moving average of a model's weights that gives the pseudo-labels and the
+    distillation targets (Tarvainen & Valpola, NeurIPS 2017, "Mean teachers"; FixMatch and USB
+    evaluate such an average): after each optimizer step, ``w_ema <- d w_ema + (1 - d) w`` with
+    ``d = min(decay, (step + 1) / (step + 10))``, so the first steps follow the model closely
+    instead of averaging in its randomly initialised head. Buffers (BN statistics) are copied:
+    the teacher forwards in training mode, on batch statistics, as the online maxnet does.
+
+    ``model`` is a frozen copy of the supernet (same class, same subnets); it is saved in each
+    checkpoint, and every rank computes the same average from the same averaged gradients."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).requires_grad_(False).train()
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """Move the average towards ``model``'s weights after the 0-based ``step``."""
+        weight = 1.0 - min(self.decay, (step + 1) / (step + 10))
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], weight)
+        for mine, theirs in zip(self.model.buffers(), model.buffers()):
+            mine.copy_(theirs)

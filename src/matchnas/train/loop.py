@@ -46,7 +46,7 @@ from matchnas.train.distributed import (
     synchronize_batch_norms,
 )
 from matchnas.train.interrupt import StopRequest
-from matchnas.train.levers import student_weight
+from matchnas.train.levers import MeanTeacher, student_weight
 from matchnas.train.narrow import narrow_space
 from matchnas.train.sampler import sandwich
 from matchnas.train.split import (
@@ -204,6 +204,10 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
         schedule.load_state_dict(state["schedule"])
         index = SelectionIndex.from_json(state["selection_index"])
         start = state["step"]
+    uses_teacher = settings.uses_fixmatch or settings.uses_distillation
+    mean_teacher = MeanTeacher(supernet, t.ema_teacher) if t.ema_teacher > 0 and uses_teacher else None
+    if mean_teacher is not None and state is not None:
+        mean_teacher.model.load_state_dict(state["ema_teacher"])
     if placement.is_main:
         _truncate_metrics(run_dir / "metrics.jsonl", start)
 
@@ -222,6 +226,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             "selection_index": index.to_json(),
+            "ema_teacher": mean_teacher.model.state_dict() if mean_teacher is not None else None,
             "split": plan.to_dict() if plan is not None else None,
             "experiment": experiment.to_dict(),
             "space": supernet.space.to_dict(),
@@ -264,7 +269,8 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             optimizer.zero_grad(set_to_none=True)
             try:
                 with autocast:
-                    metrics = train_step(supernet, configs, batch, settings, student_weight=weight)
+                    metrics = train_step(supernet, configs, batch, settings, student_weight=weight,
+                                         mean_teacher=mean_teacher.model if mean_teacher is not None else None)
             except NonFiniteLoss as err:
                 raise MatchnasError(
                     f"{err} at step {step}: stopped; the last good checkpoint is {run_dir / LATEST}"
@@ -272,6 +278,8 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             average_gradients(supernet, placement)
             optimizer.step()
             schedule.step()
+            if mean_teacher is not None:
+                mean_teacher.update(supernet, step)
 
             metrics = average_metrics(metrics, placement)
             if part is not None:

@@ -91,6 +91,7 @@ def train_step(
     batch: StepBatch,
     settings: LossSettings,
     student_weight: float = 1.0,
+    mean_teacher: Callable[[torch.Tensor, SubnetConfig], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Forward and backward every subnet of ``configs``; returns named losses and metrics:
     ``loss`` (sum over subnets), ``lab``/``fm``/``kd`` (means over the subnets that computed
@@ -99,7 +100,11 @@ def train_step(
     students' gradient against the maxnet's, with ``project_conflicts``).
 
     Each student's loss is ``student_weight * (student_sup_weight * (L_lab + lambda_u * L_fm) +
-    lambda_kd * L_kd)``, the teacher's ``L_lab + lambda_u * L_fm`` (METHOD.md, step 3)."""
+    lambda_kd * L_kd)``, the teacher's ``L_lab + lambda_u * L_fm`` (METHOD.md, step 3).
+
+    With ``mean_teacher`` (a weight average of ``model``: ``train.ema_teacher``) the pseudo-labels
+    and distillation targets come from its weak-view forward at ``configs[0]``, without gradient,
+    and the online maxnet forwards only the labelled and strong views."""
     totals = {"loss": 0.0, "lab": 0.0, "fm": 0.0, "kd": 0.0}
     counts = {"lab": 0, "fm": 0, "kd": 0}
     teacher: PseudoLabels | None = None
@@ -109,6 +114,10 @@ def train_step(
     for i, config in enumerate(configs):
         is_teacher = i == 0
         needs_strong, needs_weak = settings.views(is_teacher)
+        if is_teacher and mean_teacher is not None and needs_weak:
+            needs_weak = False
+            with torch.no_grad():
+                teacher = pseudo_labels(mean_teacher(resize(batch.u_weak, config.resolution), config), settings.tau)
         parts = [batch.x]  # always: L_lab is logged for every subnet, and BN sees the labelled view
         if needs_strong:
             parts.append(batch.u_strong)
@@ -127,7 +136,7 @@ def train_step(
         if is_teacher and settings.distill_labelled:
             teacher_labelled = torch.softmax(logits_x.detach().float(), dim=1)
         if settings.uses_fixmatch and logits_strong is not None and (is_teacher or settings.student_sup_weight > 0):
-            own = pseudo_labels(logits_weak, settings.tau) if settings.pseudo_labels == "self" else teacher
+            own = teacher if is_teacher or settings.pseudo_labels != "self" else pseudo_labels(logits_weak, settings.tau)
             loss_fm = fixmatch_loss(logits_strong, own)
             supervised = supervised + settings.lambda_u * loss_fm
             totals["fm"] += loss_fm.item()
