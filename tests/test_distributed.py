@@ -1,13 +1,17 @@
 """Two CPU processes under torchrun (gloo) train the same run as one process."""
 
+import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
-from matchnas.checkpoint import FINAL
+from matchnas.checkpoint import FINAL, LATEST
 from matchnas.experiment import load_experiment
 from matchnas.train.loop import build_supernet
 from matchnas.train.distributed import Placement, shard
@@ -22,14 +26,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(out, nproc, extra=()):
+def _command(out, nproc, extra=()):
     launcher = [sys.executable]
     if nproc > 1:
         launcher += ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
                      f"--master_port={_free_port()}"]
     sets = [a for o in TINY + STEPS + list(extra) for a in ("--set", o)]
-    proc = subprocess.run([*launcher, "-m", "matchnas", "train", "--out", str(out), *sets],
-                          capture_output=True, text=True, timeout=300)
+    return [*launcher, "-m", "matchnas", "train", "--out", str(out), *sets]
+
+
+def _train(out, nproc, extra=()):
+    proc = subprocess.run(_command(out, nproc, extra), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -62,3 +69,23 @@ def test_shards_partition_the_global_batch():
     batch = torch.arange(12)
     parts = [shard(batch, Placement(rank=r, world_size=3)) for r in range(3)]
     assert torch.equal(torch.cat(parts), batch)
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_saves_one_checkpoint_at_a_step_all_ranks_agree_on(tmp_path):
+    """The terminal's Ctrl-C reaches the launcher and both ranks (one process group), and the
+    launcher forwards it to the ranks once more: the run must stop at a step boundary with a
+    checkpoint, not die mid-step or hang in a collective."""
+    out = tmp_path / "run"
+    command = _command(out, 2, ["train.steps=400", "train.checkpoint_every=300"])
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(metrics.read_text().splitlines() if metrics.exists() else []) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert "matchnas: interrupted: step " in err, err[-2000:]
+    step = torch.load(out / LATEST, weights_only=True)["step"]
+    assert 2 <= step < 300, "the checkpoint is the interrupt's, not a periodic one"
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == list(range(1, step + 1))

@@ -120,6 +120,16 @@ def average_metrics(metrics: dict[str, float], placement: Placement) -> dict[str
     return {k: float(v) / placement.world_size for k, v in zip(keys, values)}
 
 
+def any_rank(flag: bool, placement: Placement) -> bool:
+    """True on every rank when ``flag`` is true on one of them (one all-reduce of one number), so
+    that all ranks stop at the same step."""
+    if not placement.distributed:
+        return flag
+    value = torch.tensor([float(flag)], device=placement.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def shard(batch: torch.Tensor, placement: Placement) -> torch.Tensor:
     """This rank's contiguous slice of a global batch (sizes must divide evenly)."""
     if not placement.distributed:

@@ -39,6 +39,7 @@ from matchnas.selection_index import SelectionIndex
 from matchnas.space import SubnetConfig
 from matchnas.train.distributed import (
     Placement,
+    any_rank,
     average_gradients,
     average_metrics,
     check_replicas,
@@ -241,7 +242,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     progress = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train", unit="step",
                     dynamic_ncols=True, disable=not placement.is_main)
     log = open(run_dir / "metrics.jsonl", "a") if placement.is_main else None
-    stop = StopRequest(enabled=not placement.distributed).start()
+    stop = StopRequest(terminate=placement.distributed, repeat_grace=5.0 if placement.distributed else 0.0).start()
     try:
         for step in progress:
             began = time.perf_counter()
@@ -294,7 +295,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
                 if log is not None:
                     log.flush()
                 checkpoint(run_dir / LATEST, step + 1)
-            if stop.requested:
+            if any_rank(stop.requested, placement):
                 if log is not None:
                     log.flush()
                 checkpoint(run_dir / LATEST, step + 1)
