@@ -23,10 +23,10 @@ class StopRequest:
     ``terminate``, SIGTERM) sets :attr:`requested` instead of raising.
 
     Disabled (Ctrl-C raises at once) outside the main thread, where Python cannot install signal
-    handlers, and when ``enabled`` is false."""
+    handlers."""
 
-    def __init__(self, enabled: bool = True, terminate: bool = False, repeat_grace: float = 0.0) -> None:
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+    def __init__(self, terminate: bool = False, repeat_grace: float = 0.0) -> None:
+        self.enabled = threading.current_thread() is threading.main_thread()
         self.signals = (signal.SIGINT, signal.SIGTERM) if terminate else (signal.SIGINT,)
         self.repeat_grace = repeat_grace
         self.requested = False
