@@ -5,15 +5,17 @@ accuracy of each route.
 
 Usage: python bench/fmnist_training_cost.py [--quick] [--seeds 0]
 
-Training times are the median step time of each run (metrics.jsonl) times its steps, so a
-momentary slowdown of the machine does not bias one side. The individual model is the 50%-budget
-architecture of bench/fmnist_accuracy_vs_flops.py (trained here if that script has not run).
+Training times come from one process, not from the runs' logs (taken under whatever else the
+machine was running): a supernet step (the sandwich), a teacher warm-up step (the maxnet alone)
+and a step of the individual model are timed in turn on the same batches
+(``train_throughput.interleaved_step_seconds``), and a run's time is its steps times the median
+step of its kind (the supernet: ``teacher_warmup`` of its steps are warm-up steps). Selection is
+timed in the same process. The individual model is the 50%-budget architecture of
+bench/fmnist_accuracy_vs_flops.py (trained here if that script has not run).
 """
 
 from __future__ import annotations
 
-import json
-import statistics
 import time
 
 from fmnist_accuracy_vs_flops import picked_configs, single_runs
@@ -21,22 +23,35 @@ from suite import (
     Evaluator,
     ensure_run,
     evolution_options,
+    experiment_for,
     fraction_budgets,
     parse_mode,
     plot_path,
-    run_path,
     write_results,
 )
+from train_throughput import interleaved_step_seconds
 
 from matchnas.search.run import build_context
 from matchnas.search.strategies import run_strategy
+from matchnas.train.sampler import sandwich
 
 KS = (1, 5, 10)
 
 
-def training_seconds(run_dir) -> float:
-    steps = [json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return statistics.median(steps) * len(steps)
+def run_seconds(mode, seed: int, single) -> dict[str, float]:
+    """Seconds of a whole supernet run and of a whole single-model run of ``single``, from step
+    times measured in turn in this process (see the module's docstring)."""
+    experiment = experiment_for(["train.loss=full"], mode, seed)
+    t = experiment.train
+    space = Evaluator(ensure_run("supernet-full", ["train.loss=full"], mode, seed)).supernet.space
+    step = interleaved_step_seconds(experiment, {
+        "sandwich": lambda s: sandwich(space, t.seed, s, t.n_random),
+        "warmup": lambda s: [space.max()],
+        "single": lambda s: [single],
+    })
+    warmup = round(t.teacher_warmup * t.steps)
+    return {"supernet": warmup * step["warmup"] + (t.steps - warmup) * step["sandwich"],
+            "single": t.steps * step["single"], **{f"{k}_step": v for k, v in step.items()}}
 
 
 def plot(rows: list[dict], path, steps: int) -> None:
@@ -64,8 +79,8 @@ def main() -> None:
     supernet_run = ensure_run("supernet-full", ["train.loss=full"], mode, seed)
     middle = picked_configs(supernet_run, mode)[1]
     single_top1 = single_runs(middle, mode, seed)["fm"]
-    single_seconds = training_seconds(run_path(f"single-{middle.id}-fm", mode, seed))
-    supernet_seconds = training_seconds(supernet_run)
+    seconds = run_seconds(mode, seed, middle)
+    single_seconds, supernet_seconds = seconds["single"], seconds["supernet"]
 
     evaluator = Evaluator(supernet_run)
     rows = []
@@ -87,12 +102,13 @@ def main() -> None:
         lines.append(f"| {r['k']} | {r['supernet_route_s']:.0f} | {r['individual_route_s']:.0f} | "
                      f"{r['individual_route_s'] / r['supernet_route_s']:.2f} | {100 * sum(r['supernet_top1']) / r['k']:.1f} |")
     table = "\n".join(lines) + (
-        f"\n\nsupernet training {supernet_seconds:.0f} s ({mode.steps} steps); one FixMatch model "
-        f"({middle.id}, the 50% budget) {single_seconds:.0f} s, test top-1 {100 * single_top1:.1f}%")
+        f"\n\nsupernet training {supernet_seconds:.0f} s ({mode.steps} steps; median step: sandwich "
+        f"{seconds['sandwich_step']:.3f} s, warm-up {seconds['warmup_step']:.3f} s); one FixMatch model "
+        f"({middle.id}, the 50% budget) {single_seconds:.0f} s (median step {seconds['single_step']:.3f} s), "
+        f"test top-1 {100 * single_top1:.1f}%")
     print(table)
     path = write_results("fmnist_training_cost", mode, {"rows": rows, "single_config": middle.to_dict(),
-                                                       "single_fm_top1": single_top1, "single_seconds": single_seconds,
-                                                       "supernet_seconds": supernet_seconds, "table": table})
+                                                       "single_fm_top1": single_top1, "seconds": seconds, "table": table})
     plot(rows, plot_path("fmnist_training_cost", mode), mode.steps)
     print(f"wrote {path} and {plot_path('fmnist_training_cost', mode)}")
 

@@ -19,15 +19,44 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from matchnas.data import BatchStream
-from matchnas.experiment import load_experiment
+from matchnas.experiment import Experiment, load_experiment
+from matchnas.space import SubnetConfig
 from matchnas.train.loop import build_optimizer, build_supernet, make_batch, prepare_data
 from matchnas.train.sampler import sandwich
 from matchnas.train.step import LossSettings, train_step
+
+
+def interleaved_step_seconds(experiment: Experiment, kinds: dict[str, Callable[[int], list[SubnetConfig]]],
+                             rounds: int = 20) -> dict[str, float]:
+    """Median seconds of a whole training step (batch, forward+backward, optimizer) of each kind:
+    ``kinds[name](step)`` gives the subnets a step of that kind trains (the maxnet alone, the
+    sandwich, one fixed subnet). One step of each kind in turn, on the same batch, so that every
+    kind sees the same machine load; the first round is left out (allocation)."""
+    t = experiment.train
+    with tempfile.TemporaryDirectory() as run_dir:
+        data = prepare_data(experiment, Path(run_dir))
+    supernet = build_supernet(experiment, data.num_classes).to(memory_format=torch.channels_last).train()
+    optimizer, _ = build_optimizer(supernet, experiment)
+    settings = LossSettings.from_train_config(t)
+    labelled = BatchStream(len(data.sets.labeled), t.batch_size, t.seed, 0)
+    unlabelled = None if t.loss == "sup" else BatchStream(len(data.sets.unlabeled), t.unlabeled_ratio * t.batch_size, t.seed, 1)
+    seconds: dict[str, list[float]] = {name: [] for name in kinds}
+    for step in range(rounds + 1):
+        for name, configs_of in kinds.items():
+            began = time.perf_counter()
+            batch = make_batch(data, experiment, step, labelled, unlabelled)
+            optimizer.zero_grad(set_to_none=True)
+            train_step(supernet, configs_of(step), batch, settings)
+            optimizer.step()
+            if step:
+                seconds[name].append(time.perf_counter() - began)
+    return {name: statistics.median(times) for name, times in seconds.items()}
 
 
 def main() -> None:
