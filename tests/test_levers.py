@@ -166,11 +166,12 @@ def test_the_mean_teacher_follows_the_weights_with_a_decay_that_warms_up():
 
 def test_the_mean_teacher_gives_the_pseudo_labels_and_the_maxnet_skips_its_weak_view(tiny_supernet, tiny_space):
     batch, classes = _batch(b=4), 5
-    sure = torch.zeros(4, classes)
-    sure[[0, 1], [2, 3]] = 50.0  # confident on the first two images only, uniform on the others
+    sure = torch.zeros(12, classes)  # rows: labelled, strong, weak views
+    sure[:8] = 50.0 * torch.eye(classes)[0]  # confident on the labelled and strong views: must not count
+    sure[[8, 9], [2, 3]] = 50.0  # confident on the first two weak views only, uniform on the others
 
     def mean_teacher(x, config):
-        assert x.shape[0] == 4 and config == tiny_space.max()
+        assert x.shape[0] == 12 and config == tiny_space.max()  # the maxnet's whole batch
         return sure
 
     recorder = Recorder(copy.deepcopy(tiny_supernet).train())

@@ -103,8 +103,9 @@ def train_step(
     lambda_kd * L_kd)``, the teacher's ``L_lab + lambda_u * L_fm`` (METHOD.md, step 3).
 
     With ``mean_teacher`` (a weight average of ``model``: ``train.ema_teacher``) the pseudo-labels
-    and distillation targets come from its weak-view forward at ``configs[0]``, without gradient,
-    and the online maxnet forwards only the labelled and strong views."""
+    and distillation targets come from its forward at ``configs[0]``, without gradient, of the
+    teacher's whole batch (labelled, strong and weak views: the same BN batch statistics), and the
+    online maxnet forwards only the labelled and strong views."""
     totals = {"loss": 0.0, "lab": 0.0, "fm": 0.0, "kd": 0.0}
     counts = {"lab": 0, "fm": 0, "kd": 0}
     teacher: PseudoLabels | None = None
@@ -114,13 +115,16 @@ def train_step(
     for i, config in enumerate(configs):
         is_teacher = i == 0
         needs_strong, needs_weak = settings.views(is_teacher)
-        if is_teacher and mean_teacher is not None and needs_weak:
-            needs_weak = False
-            with torch.no_grad():
-                teacher = pseudo_labels(mean_teacher(resize(batch.u_weak, config.resolution), config), settings.tau)
         parts = [batch.x]  # always: L_lab is logged for every subnet, and BN sees the labelled view
         if needs_strong:
             parts.append(batch.u_strong)
+        if is_teacher and mean_teacher is not None and needs_weak:
+            # the mean teacher sees the maxnet's whole batch, so its BN batch statistics are the ones
+            # the online maxnet would use; only its weak-view rows are kept
+            needs_weak = False
+            with torch.no_grad():
+                averaged = mean_teacher(resize(torch.cat([*parts, batch.u_weak]), config.resolution), config)
+            teacher = pseudo_labels(averaged[-batch.u_weak.shape[0]:], settings.tau)
         if needs_weak:
             parts.append(batch.u_weak)
         logits = model(resize(torch.cat(parts), config.resolution), config)
