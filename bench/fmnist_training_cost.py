@@ -38,12 +38,11 @@ from matchnas.train.sampler import sandwich
 KS = (1, 5, 10)
 
 
-def run_seconds(mode, seed: int, single) -> dict[str, float]:
-    """Seconds of a whole supernet run and of a whole single-model run of ``single``, from step
-    times measured in turn in this process (see the module's docstring)."""
+def run_seconds(mode, seed: int, space, single) -> dict[str, float]:
+    """Seconds of a whole supernet run (in ``space``) and of a whole single-model run of
+    ``single``, from step times measured in turn in this process (see the module's docstring)."""
     experiment = experiment_for(["train.loss=full"], mode, seed)
     t = experiment.train
-    space = Evaluator(ensure_run("supernet-full", ["train.loss=full"], mode, seed)).supernet.space
     step = interleaved_step_seconds(experiment, {
         "sandwich": lambda s: sandwich(space, t.seed, s, t.n_random),
         "warmup": lambda s: [space.max()],
@@ -79,10 +78,10 @@ def main() -> None:
     supernet_run = ensure_run("supernet-full", ["train.loss=full"], mode, seed)
     middle = picked_configs(supernet_run, mode)[1]
     single_top1 = single_runs(middle, mode, seed)["fm"]
-    seconds = run_seconds(mode, seed, middle)
+    evaluator = Evaluator(supernet_run)
+    seconds = run_seconds(mode, seed, evaluator.supernet.space, middle)
     single_seconds, supernet_seconds = seconds["single"], seconds["supernet"]
 
-    evaluator = Evaluator(supernet_run)
     rows = []
     for k in KS:
         # a fresh context per K: its validation cache must not speed up the next K's search
