@@ -32,20 +32,26 @@ from matchnas.train.sampler import sandwich
 from matchnas.train.step import LossSettings, train_step
 
 
+def training_setup(experiment: Experiment):
+    """What a training step needs, built as the training loop builds it: ``(data, supernet,
+    optimizer, schedule, loss settings, labelled stream, unlabelled stream or None)``."""
+    t = experiment.train
+    with tempfile.TemporaryDirectory() as run_dir:
+        data = prepare_data(experiment, Path(run_dir))
+    supernet = build_supernet(experiment, data.num_classes).to(memory_format=torch.channels_last).train()
+    optimizer, schedule = build_optimizer(supernet, experiment)
+    labelled = BatchStream(len(data.sets.labeled), t.batch_size, t.seed, 0)
+    unlabelled = None if t.loss == "sup" else BatchStream(len(data.sets.unlabeled), t.unlabeled_ratio * t.batch_size, t.seed, 1)
+    return data, supernet, optimizer, schedule, LossSettings.from_train_config(t), labelled, unlabelled
+
+
 def interleaved_step_seconds(experiment: Experiment, kinds: dict[str, Callable[[int], list[SubnetConfig]]],
                              rounds: int = 20) -> dict[str, float]:
     """Median seconds of a whole training step (batch, forward+backward, optimizer) of each kind:
     ``kinds[name](step)`` gives the subnets a step of that kind trains (the maxnet alone, the
     sandwich, one fixed subnet). One step of each kind in turn, on the same batch, so that every
     kind sees the same machine load; the first round is left out (allocation)."""
-    t = experiment.train
-    with tempfile.TemporaryDirectory() as run_dir:
-        data = prepare_data(experiment, Path(run_dir))
-    supernet = build_supernet(experiment, data.num_classes).to(memory_format=torch.channels_last).train()
-    optimizer, _ = build_optimizer(supernet, experiment)
-    settings = LossSettings.from_train_config(t)
-    labelled = BatchStream(len(data.sets.labeled), t.batch_size, t.seed, 0)
-    unlabelled = None if t.loss == "sup" else BatchStream(len(data.sets.unlabeled), t.unlabeled_ratio * t.batch_size, t.seed, 1)
+    data, supernet, optimizer, _, settings, labelled, unlabelled = training_setup(experiment)
     seconds: dict[str, list[float]] = {name: [] for name in kinds}
     for step in range(rounds + 1):
         for name, configs_of in kinds.items():
@@ -71,15 +77,7 @@ def main() -> None:
     experiment = load_experiment(None, [f"train.batch_size={args.batch}", f"train.unlabeled_ratio={args.mu}",
                                         f"train.loss={args.loss}", *args.set])
     t = experiment.train
-    with tempfile.TemporaryDirectory() as run_dir:
-        data = prepare_data(experiment, Path(run_dir))
-    supernet = build_supernet(experiment, data.num_classes).to(memory_format=torch.channels_last).train()
-    optimizer, schedule = build_optimizer(supernet, experiment)
-    settings = LossSettings(t.loss, t.pseudo_labels, t.tau, t.label_smoothing, t.lambda_u, t.lambda_kd)
-    labelled = BatchStream(len(data.sets.labeled), t.batch_size, t.seed, 0)
-    unlabelled = BatchStream(len(data.sets.unlabeled), t.unlabeled_ratio * t.batch_size, t.seed, 1)
-    if t.loss == "sup":
-        unlabelled = None
+    data, supernet, optimizer, schedule, settings, labelled, unlabelled = training_setup(experiment)
     parts = {"data": [], "forward+backward": [], "optimizer": [], "step": []}
     warmup_steps = []  # seconds of each warm-up step (the sandwich steps are parts["step"])
     for step in range(args.steps + 3):
