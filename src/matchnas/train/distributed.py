@@ -73,11 +73,12 @@ def teardown(placement: Placement) -> None:
 
 
 def check_replicas(model: torch.nn.Module, placement: Placement) -> None:
-    """Raise if the ranks' parameters differ: a float64 checksum per rank, gathered."""
+    """Raise if the ranks' parameters differ: a float64 checksum per rank, gathered (on the
+    ranks' device: NCCL, the backend on GPUs, reduces only CUDA tensors)."""
     if not placement.distributed:
         return
     with torch.no_grad():
-        checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1).cpu()
+        checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
     sums = [torch.zeros_like(checksum) for _ in range(placement.world_size)]
     dist.all_gather(sums, checksum)
     if any(not torch.equal(s, sums[0]) for s in sums):
@@ -115,7 +116,7 @@ def average_metrics(metrics: dict[str, float], placement: Placement) -> dict[str
     if not placement.distributed:
         return metrics
     keys = sorted(metrics)
-    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
+    values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=placement.device)
     dist.all_reduce(values)
     return {k: float(v) / placement.world_size for k, v in zip(keys, values)}
 
