@@ -11,8 +11,8 @@ processes can split it: ``--shard 0/2`` and ``--shard 1/2`` each train every sec
 at once with ``OMP_NUM_THREADS=1``); a last invocation without ``--shard`` finds every run cached
 and writes ``bench/results/fmnist_levers-<mode>.json`` with the whole table (a subset or a shard
 writes its own file, named by a digest of its rows and its seed). ``--device cuda`` trains on a
-GPU (bf16 autocast; separate runs and results); evaluation stays on the CPU, as in the rest of the
-suite.
+GPU (separate runs and results); every suite script takes it, and evaluates on the
+GPU whenever there is one.
 
 The mid-size subnet is the same architecture for every row: the median-FLOPs config among 201
 seeded samples, at the space's middle resolution (the 64 px row uses the same stages at 56 px).
@@ -125,7 +125,6 @@ def main() -> None:
     def options(parser):
         parser.add_argument("--rows", nargs="+", choices=list(ROWS), metavar="NAME", help="run only these rows")
         parser.add_argument("--shard", default="0/1", metavar="I/N", help="run every N-th row starting at row I")
-        parser.add_argument("--device", help="train on this device (e.g. cuda): a variant with its own runs")
         parser.add_argument("--list", action="store_true", help="print the row names and their settings, then stop")
 
     args, mode = parse_mode(__doc__.splitlines()[0], options)
@@ -133,8 +132,6 @@ def main() -> None:
         for row, overrides in ROWS.items():
             print(f"{row}: {' '.join(overrides) or '(the current defaults)'}")
         return
-    if args.device:
-        mode = dataclasses.replace(mode, extra=(*mode.extra, f"train.device={args.device}"))
     if not args.seeds:
         mode = dataclasses.replace(mode, seeds=mode.seeds[:1])  # a screen: one seed
     index, _, count = args.shard.partition("/")

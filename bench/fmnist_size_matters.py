@@ -51,11 +51,8 @@ def main() -> None:
     def options(parser):
         parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=["baseline"], metavar="NAME")
         parser.add_argument("--n", type=int, default=30, help="random subnets per run")
-        parser.add_argument("--device", help="train on this device (e.g. cuda): a variant with its own runs")
 
     args, mode = parse_mode(__doc__.splitlines()[0], options)
-    if args.device:
-        mode = dataclasses.replace(mode, extra=(*mode.extra, f"train.device={args.device}"))
     seeds = tuple(args.seeds or mode.seeds[:1])
     mode = dataclasses.replace(mode, seeds=seeds)
     results = {row: {str(seed): size_matters(row, mode, seed, args.n) for seed in seeds} for row in args.rows}

@@ -18,10 +18,9 @@ import dataclasses
 
 import numpy as np
 from fmnist_levers import ROWS, SUPERNET, run_name
-from suite import config_file, ensure_run, eval_results, experiment_for, parse_mode, write_results
+from suite import Evaluator, config_file, ensure_run, eval_results, experiment_for, parse_mode, write_results
 
 from matchnas import cost
-from matchnas.run import open_run
 from matchnas.space import SearchSpace, SubnetConfig
 from matchnas.space_file import load_space
 
@@ -61,12 +60,13 @@ def main() -> None:
     archs = architectures(space, args.quantiles)
     points = []
     for seed in mode.seeds:
-        run = open_run(ensure_run(run_name(args.row), [*SUPERNET, *ROWS[args.row]], mode, seed))
+        # the single models first: another script may be training the supernet run meanwhile
+        singles = {(label, loss): single_top1(label, config, loss, mode, seed) for label, config in archs for loss in args.losses}
+        run = Evaluator(ensure_run(run_name(args.row), [*SUPERNET, *ROWS[args.row]], mode, seed))
         for label, config in archs:
             point = {"seed": seed, "label": label, "config_id": config.id, "config": config.to_dict(),
-                     "mflops": cost.flops(space, config, 10) / 1e6, "supernet": run.top1(config, "test")}
-            for loss in args.losses:
-                point[f"single_{loss}"] = single_top1(label, config, loss, mode, seed)
+                     "mflops": cost.flops(space, config, 10) / 1e6, "supernet": run.top1(config, "test"),
+                     **{f"single_{loss}": singles[label, loss] for loss in args.losses}}
             points.append(point)
             print(point["label"], seed, {k: v for k, v in point.items() if k not in ("config", "label", "seed")}, flush=True)
 

@@ -17,6 +17,7 @@ tried to make a claim hold).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,8 @@ class Mode:
         return "+".join([self.name, *(e.replace("/", "_") for e in self.extra)])
 
 
+CACHED_ONLY = False  # --cached: ensure_run never trains
+
 MODES = {"quick": Mode("quick", 150, (0,)), "full": Mode("full", 1000, (0, 1))}
 
 
@@ -72,11 +75,18 @@ def parse_mode(description: str, extra=None) -> tuple[argparse.Namespace, Mode]:
     parser.add_argument("--steps", type=int, help="override the mode's steps (a variant: separate runs and results)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a protocol override for every run (a variant: separate runs and results)")
+    parser.add_argument("--cached", action="store_true",
+                        help="report from finished runs only: a run that is missing or unfinished is an error")
+    parser.add_argument("--device", help="train on this device, e.g. cuda: a variant with its own "
+                        "runs and results; evaluation runs on a GPU whenever there is one")
     if extra:
         extra(parser)
     args = parser.parse_args()
+    global CACHED_ONLY
+    CACHED_ONLY = args.cached
     mode = MODES["quick" if args.quick else "full"]
-    extra = tuple(args.set) + ((f"train.steps={args.steps}",) if args.steps else ())
+    extra = tuple(args.set) + ((f"train.steps={args.steps}",) if args.steps else ()) + (
+        (f"train.device={args.device}",) if args.device else ())
     mode = Mode(mode.name, args.steps or mode.steps, tuple(args.seeds or mode.seeds), extra)
     return args, mode
 
@@ -104,10 +114,19 @@ def _settings(experiment: Experiment) -> dict:
 
 def ensure_run(name: str, overrides: list[str], mode: Mode, seed: int) -> Path:
     """Train (or finish) the cached run ``name`` for ``seed``; returns its directory. A cached run
-    made with different settings is an error, not silently reused."""
-    experiment = experiment_for(overrides, mode, seed)
+    made with different settings is an error, not silently reused. Scripts run at once may ask for
+    the same run: a lock file makes the second wait for the first to train it, then reuse it."""
     run_dir = run_path(name, mode, seed)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f".{run_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        return _ensure_run(run_dir, experiment_for(overrides, mode, seed))
+
+
+def _ensure_run(run_dir: Path, experiment: Experiment) -> Path:
     saved = run_dir / "experiment.yaml"
+    if CACHED_ONLY and not (run_dir / "eval.json").exists():
+        raise MatchnasError(f"{run_dir} has not finished (--cached trains nothing)")
     if saved.exists():
         if _settings(experiment_from_dict(yaml.safe_load(saved.read_text()))) != _settings(experiment):
             raise MatchnasError(f"{run_dir} was trained with other settings: delete it to retrain")
@@ -134,9 +153,13 @@ def final_metrics(run_dir: Path, last: int = 50) -> dict[str, float]:
     return {k: sum(r[k] for r in rows if k in r) / max(1, sum(k in r for r in rows)) for k in sorted(keys)}
 
 
-# Test and validation top-1 of configs of one trained run (BN recalibrated per config, cached):
-# ``Evaluator(run_dir).top1(config, "test" | "val")``.
-Evaluator = open_run
+def Evaluator(run_dir: Path):  # noqa: N802 (a class-like factory)
+    """Test and validation top-1 of configs of one trained run (BN recalibrated per config, cached):
+    ``Evaluator(run_dir).top1(config, "test" | "val")``. On a GPU when there is one (top-1 can differ
+    from a CPU evaluation by a few test images: BN statistics summed in another order)."""
+    import torch
+
+    return open_run(run_dir, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def write_results(script: str, mode: Mode, body: dict) -> Path:

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from matchnas import devices
 from matchnas.cli import main
 from matchnas.errors import MatchnasError
 from matchnas.experiment import load_experiment
@@ -124,6 +125,8 @@ def test_eval_command_prints_top1(tmp_path, capsys):
         (["train", "--set", "data.labels_per_class=1000"], "fewer than the 1000 labelled"),
         (["train", "--set", "data.source=/no/such/folder"], "unknown data set"),
         (["train", "--set", "train.loss=everything"], "train.loss must be one of"),
+        (["train", "--set", "train.precision=fp16"], "train.precision must be one of fp32, bf16"),
+        (["train", "--set", "train.precision=bf16", "--set", "train.device=cpu"], "train.precision=bf16 needs a CUDA device"),
         (["eval", "/no/such/run"], "not a run directory"),
     ],
 )
@@ -132,6 +135,19 @@ def test_bad_input_is_one_line(args, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists(), "a refused run must write nothing"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_train_runs_on_the_device_its_experiment_names(tmp_path):
+    # the library call, not only the CLI, honours train.device (the benchmark suite calls it)
+    with pytest.raises(MatchnasError, match="train.device=cuda but no CUDA GPU is visible"):
+        loop.train(load_experiment(None, ["train.device=cuda"]), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_models_are_channels_last_on_the_cpu_and_contiguous_on_a_gpu():
+    assert devices.memory_format("cpu") == torch.channels_last
+    assert devices.memory_format(torch.device("cuda", 0)) == torch.contiguous_format
 
 
 def test_eval_refuses_a_config_from_another_space(tmp_path, capsys):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from matchnas import devices
 from matchnas.data import LITE_NORMALISATION, ImageSet, Normalisation, generator_for, weak
 from matchnas.nn import StaticNet, Supernet, recalibrate_bn
 from matchnas.space import SubnetConfig
@@ -29,12 +30,13 @@ def recalibration_batches(
 @torch.no_grad()
 def accuracy(net: torch.nn.Module, images: ImageSet, resolution: int, batch_size: int = 256,
              *, normalisation: Normalisation = LITE_NORMALISATION) -> float:
-    """Top-1 accuracy (fraction) of ``net`` in eval mode on a labelled set."""
+    """Top-1 accuracy (fraction) of ``net`` in eval mode on a labelled set, on ``net``'s device."""
     net.eval()
+    device = next(net.parameters()).device
     correct = 0
     for start in range(0, len(images), batch_size):
-        x = normalisation(images.images[start : start + batch_size], size=resolution)
-        correct += int((net(x).argmax(1) == images.labels[start : start + batch_size]).sum())
+        x = normalisation(images.images[start : start + batch_size], size=resolution).to(device)
+        correct += int((net(x).argmax(1).cpu() == images.labels[start : start + batch_size]).sum())
     return correct / len(images)
 
 
@@ -42,9 +44,11 @@ def calibrated_subnet(
     supernet: Supernet, config: SubnetConfig, train_images: torch.Tensor, n_images: int, seed: int, flip: bool,
     *, normalisation: Normalisation = LITE_NORMALISATION,
 ) -> StaticNet:
-    """The extracted subnet with BN statistics re-estimated for it (the supernet is untouched).
-    Channels-last memory format: recalibration and evaluation run 2-3x faster on CPU."""
-    net = supernet.extract(config).to(memory_format=torch.channels_last)
-    batches = [b.contiguous(memory_format=torch.channels_last) for b in
+    """The extracted subnet with BN statistics re-estimated for it (the supernet is untouched), on
+    the supernet's device, in the device's memory format (:mod:`matchnas.devices`)."""
+    net = supernet.extract(config)
+    device = next(net.parameters()).device
+    net = net.to(memory_format=devices.memory_format(device))
+    batches = [b.to(device).contiguous(memory_format=devices.memory_format(device)) for b in
                recalibration_batches(train_images, config.resolution, n_images, seed, flip, normalisation=normalisation)]
     return recalibrate_bn(net, batches)

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from matchnas import devices
 from matchnas.checkpoint import FINAL, LATEST, load_checkpoint
 from matchnas.convert import get_backbone
 from matchnas.data import ImageSet, Normalisation, Split, SplitSets, apply_split, load_source, load_split, make_split, resize
@@ -264,8 +265,10 @@ class Run:
         return self._top1[key]
 
 
-def open_run(run_dir: str | Path, which: str = FINAL) -> Run:
+def open_run(run_dir: str | Path, which: str = FINAL, device: str | torch.device = "cpu") -> Run:
     """Open a trained run directory (``matchnas train --out``); ``which`` checkpoint, falling back
-    to the latest one of a run that has not finished."""
+    to the latest one of a run that has not finished. The supernet (and so every extracted subnet,
+    BN recalibration and top-1) lives on ``device``."""
     experiment, supernet, data, state = load_run(run_dir, which)
-    return Run(Path(run_dir), experiment, supernet.eval(), data, state)
+    devices.prepare(device)
+    return Run(Path(run_dir), experiment, supernet.eval().to(device), data, state)

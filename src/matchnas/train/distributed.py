@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from matchnas import devices
 from matchnas.errors import MatchnasError
 
 
@@ -43,6 +44,7 @@ def pick_device(preference: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise MatchnasError("train.device=cuda but no CUDA GPU is visible")
         torch.cuda.set_device(local_rank)
+        devices.prepare("cuda")
         return torch.device("cuda", local_rank)
     if preference == "mps":
         if not torch.backends.mps.is_available():

@@ -26,6 +26,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from matchnas import devices
 from matchnas.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
 from matchnas.convert import from_pretrained
 from matchnas.data import BatchStream, Normalisation, generator_for, save_split, strong, weak
@@ -43,6 +44,7 @@ from matchnas.train.distributed import (
     average_gradients,
     average_metrics,
     check_replicas,
+    pick_device,
     shard,
     synchronize_batch_norms,
 )
@@ -128,7 +130,7 @@ def make_batch(data: RunData, experiment: Experiment, step: int, labelled: Batch
 
     def ready(images: torch.Tensor) -> torch.Tensor:
         x = data.model_input(shard(images, placement))
-        return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        return x.to(device, non_blocking=True).contiguous(memory_format=devices.memory_format(device))
 
     idx = labelled.global_batch(step)
     x = ready(weak(data.sets.labeled.images[idx], generator_for(seed, step, 0), flip=data.flip))
@@ -144,11 +146,14 @@ def make_batch(data: RunData, experiment: Experiment, step: int, labelled: Batch
 
 
 def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
-          placement: Placement = Placement()) -> dict[str, float]:
+          placement: Placement | None = None) -> dict[str, float]:
     """Train (or continue) the run in ``run_dir``; returns the final evaluation (rank 0; other
-    ranks return an empty dict)."""
+    ranks return an empty dict). ``placement`` defaults to one process on ``train.device``."""
     run_dir = Path(run_dir)
     t = experiment.train
+    placement = placement or Placement(device=pick_device(t.device))
+    if t.precision == "bf16" and placement.device.type != "cuda":
+        raise MatchnasError(f"train.precision=bf16 needs a CUDA device; this run trains on {placement.device.type}: use fp32")
     # A run directory without a checkpoint holds nothing worth keeping (a run stopped before its
     # first checkpoint): it may be started again, or resumed from step 0.
     if not resume and has_checkpoint(run_dir):
@@ -193,7 +198,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     plan = SplitPlan.from_dict(state["split"]) if state and state.get("split") else None
     if plan is not None:
         supernet = SplitSupernet.from_parent(supernet, plan)
-    supernet = supernet.to(placement.device, memory_format=torch.channels_last)
+    supernet = supernet.to(placement.device, memory_format=devices.memory_format(placement.device))
     if t.sync_bn:
         synchronize_batch_norms(supernet, placement)
     optimizer, schedule = build_optimizer(supernet, experiment)
@@ -237,7 +242,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
         save_checkpoint(path, state)
         index.save(run_dir / "selection_index.json")
 
-    autocast = torch.autocast(placement.device.type, dtype=torch.bfloat16, enabled=placement.device.type == "cuda")
+    autocast = torch.autocast(placement.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
     supernet.train()
     progress = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train", unit="step",
                     dynamic_ncols=True, disable=not placement.is_main)
@@ -311,7 +316,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     if not placement.is_main:
         return {}
 
-    supernet.cpu()
+    # evaluated on the training device (a GPU evaluates the subnets in seconds)
     targets = {"single": fixed} if fixed else {"max": supernet.space.max(), "min": supernet.space.min()}
     results = {name: top1(supernet, config, data, experiment) for name, config in targets.items()}
     atomic_write_json(run_dir / "eval.json", results)
@@ -392,7 +397,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
-def resume(run_dir: str | Path, placement: Placement = Placement()) -> dict[str, float]:
+def resume(run_dir: str | Path, placement: Placement | None = None) -> dict[str, float]:
     run_dir = Path(run_dir)
     experiment = read_experiment(run_dir)  # without a checkpoint: from step 0, on the saved split
     return train(experiment, run_dir, resume=True, placement=placement)
