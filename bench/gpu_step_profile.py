@@ -46,9 +46,8 @@ def step_seconds(setup, experiment, placement, bf16: bool, channels_last: bool, 
             sync(placement)
             began = time.perf_counter()
             batch = make_batch(data, experiment, step, labelled, unlabelled, placement)
-            if not channels_last:
-                batch = dataclasses.replace(batch, **{k: v.contiguous() for k, v in vars(batch).items()
-                                                      if v is not None and v.dim() == 4})
+            batch = dataclasses.replace(batch, **{k: v.contiguous(memory_format=memory) for k, v in vars(batch).items()
+                                                  if v is not None and v.dim() == 4})
             optimizer.zero_grad(set_to_none=True)
             with autocast:
                 train_step(supernet, configs, batch, settings)
