@@ -151,7 +151,8 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     ranks return an empty dict). ``placement`` defaults to one process on ``train.device``."""
     run_dir = Path(run_dir)
     t = experiment.train
-    placement = placement or Placement(device=pick_device(t.device))
+    if placement is None:
+        placement = Placement(device=pick_device(t.device))
     if t.precision == "bf16" and placement.device.type != "cuda":
         raise MatchnasError(f"train.precision=bf16 needs a CUDA device; this run trains on {placement.device.type}: use fp32")
     # A run directory without a checkpoint holds nothing worth keeping (a run stopped before its
