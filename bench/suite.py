@@ -11,7 +11,8 @@ once (resuming it if a previous invocation was interrupted) and every script tha
 run reuses it; results go to ``bench/results/*.json`` and plots to ``docs/img/*.png``.
 ``--quick`` runs fewer steps (see MODES) so a script finishes in minutes; ``--steps N`` and
 ``--set key=value`` make a variant of the protocol with its own runs and results (e.g. what was
-tried to make a claim hold).
+tried to make a claim hold); ``--protocol 64px`` names the variant where issue 13's claims are
+made (PROTOCOLS).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,14 +69,26 @@ CACHED_ONLY = False  # --cached: ensure_run never trains
 
 MODES = {"quick": Mode("quick", 150, (0,)), "full": Mode("full", 1000, (0, 1))}
 
+# Named protocols: the settings and steps that ``--protocol`` adds, exactly as the equivalent
+# ``--set``/``--steps`` flags would (same runs, same results). "32px" is the CPU protocol above;
+# "64px" is the one where issue 13's bars hold together (docs/benchmarks.md): 64 px images, the
+# 32-64 px space, 2000 steps: a GPU job (about 45 min per supernet run on one CPU thread).
+PROTOCOLS = {
+    "32px": ((), None),
+    "64px": (("data.image_size=64", "model.space=spaces/efficientnet-lite0-32to64.yaml"), 2000),
+}
+
 
 def parse_mode(description: str, extra=None) -> tuple[argparse.Namespace, Mode]:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help=f"{MODES['quick'].steps} steps, one seed (minutes)")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the mode's seeds")
     parser.add_argument("--steps", type=int, help="override the mode's steps (a variant: separate runs and results)")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default="32px",
+                        help="32px: the CPU protocol (default); 64px: 64 px, the 32-64 px space, 2000 steps")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a protocol override for every run (a variant: separate runs and results)")
+                        help="a protocol override for every run (a variant: separate runs and results); "
+                        "a path is relative to bench/")
     parser.add_argument("--cached", action="store_true",
                         help="report from finished runs only: a run that is missing or unfinished is an error")
     parser.add_argument("--device", help="train on this device, e.g. cuda: a variant with its own "
@@ -84,10 +98,13 @@ def parse_mode(description: str, extra=None) -> tuple[argparse.Namespace, Mode]:
     args = parser.parse_args()
     global CACHED_ONLY
     CACHED_ONLY = args.cached
+    os.chdir(ROOT / "bench")  # a space file named in --set or a protocol is found from any directory
     mode = MODES["quick" if args.quick else "full"]
-    extra = tuple(args.set) + ((f"train.steps={args.steps}",) if args.steps else ()) + (
+    settings, protocol_steps = PROTOCOLS[args.protocol]
+    steps = args.steps or protocol_steps
+    extra = settings + tuple(args.set) + ((f"train.steps={steps}",) if steps else ()) + (
         (f"train.device={args.device}",) if args.device else ())
-    mode = Mode(mode.name, args.steps or mode.steps, tuple(args.seeds or mode.seeds), extra)
+    mode = Mode(mode.name, steps or mode.steps, tuple(args.seeds or mode.seeds), extra)
     return args, mode
 
 
