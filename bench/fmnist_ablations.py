@@ -14,24 +14,25 @@ import json
 from suite import parse_mode, report_max_min, run_path, supernet_top1
 
 
+VARIANTS = ("own", "narrowed")
+
+
 def main() -> None:
     def options(parser):
         parser.add_argument("--proxy", default="synflow")
-        parser.add_argument("--variants", nargs="+", choices=["own", "narrowed"], default=["own", "narrowed"])
+        parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
 
     args, mode = parse_mode(__doc__.splitlines()[0], options)
     candidates = 200 if mode.name == "quick" else 1000
     narrowed_label = f"narrowed by {args.proxy}"
-    variants = {
-        "maxnet pseudo-labels (default)": ("supernet-full", []),
-        "own pseudo-labels": ("supernet-full-self", ["train.pseudo_labels=self"]),
-        narrowed_label: (f"supernet-full-narrow-{args.proxy}",
-                         [f"narrow.proxy={args.proxy}", f"narrow.candidates={candidates}"]),
+    optional = {  # key: (row label, run name, overrides)
+        "own": ("own pseudo-labels", "supernet-full-self", ["train.pseudo_labels=self"]),
+        "narrowed": (narrowed_label, f"supernet-full-narrow-{args.proxy}",
+                     [f"narrow.proxy={args.proxy}", f"narrow.candidates={candidates}"]),
     }
-    if "own" not in args.variants:
-        del variants["own pseudo-labels"]
-    if "narrowed" not in args.variants:
-        del variants[narrowed_label]
+    chosen = [key for key in VARIANTS if key in args.variants]
+    variants = {"maxnet pseudo-labels (default)": ("supernet-full", []),
+                **{optional[key][0]: optional[key][1:] for key in chosen}}
     rows = {label: {"max": [], "min": []} for label in variants}
     for seed in mode.seeds:
         for label, (name, overrides) in variants.items():
@@ -39,12 +40,11 @@ def main() -> None:
             for net in ("max", "min"):
                 rows[label][net].append(result[net])
     extra = {}
-    if narrowed_label in variants:
-        pool = json.loads((run_path(variants[narrowed_label][0], mode, mode.seeds[0]) / "pool.json").read_text())
+    if "narrowed" in chosen:
+        pool = json.loads((run_path(optional["narrowed"][1], mode, mode.seeds[0]) / "pool.json").read_text())
         extra["narrowing"] = {"proxy": args.proxy, "candidates": candidates, "pool_size": len(pool["pool"])}
-    script = "fmnist_ablations" + ("" if len(args.variants) == 2 else "-" + args.variants[0])
+    script = "fmnist_ablations" + ("" if len(chosen) == len(VARIANTS) else "-" + "_".join(chosen))
     report_max_min(script, mode, "MatchNAS ablations", rows, extra)
-
 
 if __name__ == "__main__":
     main()
