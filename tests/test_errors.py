@@ -217,7 +217,7 @@ def _folder(root, classes, test: bool):
 def test_data_that_cannot_be_evaluated_is_refused_before_training(classes, test, settings, message, tmp_path, capsys):
     root = _folder(tmp_path / "data", classes, test)
     out = tmp_path / "run"
-    sets = ["train.steps=1", f"data.source={root}", "data.labels_per_class=2", "train.loss=sup", *settings]
+    sets = ["train.steps=1", f"data.source={root}", "data.image_size=32", "data.labels_per_class=2", "train.loss=sup", *settings]
     status, err = run_cli(["train", *[a for s in sets for a in ("--set", s)], "--out", out], capsys)
     assert status == 2
     assert_one_line(err, message)

@@ -23,7 +23,7 @@ from matchnas.checkpoint import FINAL, LATEST
 from tests.test_errors import run_cli
 
 TINY = ["train.batch_size=8", "train.warmup_steps=2", "train.recalibration_images=64",
-        "data.labels_per_class=3", "data.max_unlabeled=200"]
+        "data.image_size=32", "data.labels_per_class=3", "data.max_unlabeled=200"]
 FAST_EXPORT = {"parity_images": 8, "latency_runs": 2}
 
 

@@ -37,7 +37,7 @@ def run(tmp_path_factory):
     no config fits, and two budgets answered by the same (min) config."""
     run_dir = tmp_path_factory.mktemp("export") / "run"
     overrides = ["train.batch_size=8", "train.warmup_steps=2", "train.recalibration_images=64",
-                 "data.labels_per_class=3", "data.max_unlabeled=200", "train.steps=2"]
+                 "data.image_size=32", "data.labels_per_class=3", "data.max_unlabeled=200", "train.steps=2"]
     loop.train(load_experiment(None, overrides), run_dir)
     experiment, supernet, data, _ = load_run(run_dir)
     space = supernet.space

@@ -14,7 +14,7 @@ from matchnas.train.levers import MeanTeacher, gradient_snapshot, project_confli
 from matchnas.train.step import LossSettings, StepBatch, train_step
 
 TINY = ["train.batch_size=8", "train.warmup_steps=2", "train.recalibration_images=64",
-        "data.labels_per_class=3", "data.max_unlabeled=200"]
+        "data.image_size=32", "data.labels_per_class=3", "data.max_unlabeled=200"]
 
 
 def _batch(b: int = 6, size: int = 20, classes: int = 5) -> StepBatch:

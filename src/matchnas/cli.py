@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from matchnas.errors import Interrupted, MatchnasError
 from matchnas.space import SearchSpace
@@ -85,21 +86,39 @@ def _cmd_space(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     import os
 
+    from matchnas.defaults import parse_duration
     from matchnas.experiment import load_experiment
+    from matchnas.io import check_writable
     from matchnas.train import distributed
     from matchnas.run import read_experiment
-    from matchnas.train.loop import resume, train
+    from matchnas.train.loop import has_checkpoint, resume, train
+    from matchnas.train.plan import make_plan
 
     if args.resume:
-        if args.experiment or args.set or args.single is not None:
-            raise MatchnasError("--resume continues a run as it was configured: give no experiment, --set or --single")
+        if args.experiment or args.set or args.single is not None or args.data or args.time or args.dry_run:
+            raise MatchnasError("--resume continues a run as it was configured: give no experiment, --set, --single, "
+                                "--data, --time or --dry-run")
         experiment = read_experiment(args.resume)
     else:
-        overrides = list(args.set) + ([f"train.single={args.single}"] if args.single is not None else [])
+        overrides = ([f"data.source={args.data}"] if args.data is not None else []) + list(args.set)
+        overrides += [f"train.single={args.single}"] if args.single is not None else []
         experiment = load_experiment(args.experiment, overrides)
+        budget = (parse_duration(args.time), args.time) if args.time is not None else None
+        out = Path(args.out)
+        check_writable(out, "--out")
+        if has_checkpoint(out):
+            raise MatchnasError(f"{out} already holds a run: resume it with --resume {out}")
     placement = distributed.setup(experiment.train.device)
     try:
-        results = resume(args.resume, placement) if args.resume else train(experiment, args.out, placement=placement)
+        plan = None
+        if not args.resume:
+            plan = make_plan(experiment, args.out, placement.device, budget, timed=not placement.distributed)
+            if placement.is_main:
+                print(plan.describe(), flush=True)
+            if args.dry_run:
+                return
+            experiment = plan.experiment
+        results = resume(args.resume, placement) if args.resume else train(experiment, args.out, placement=placement, plan=plan)
     finally:
         distributed.teardown(placement)
     for name, top1 in results.items():
@@ -188,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
     train.add_argument("--single", nargs="?", const="max", metavar="CONFIG.json",
                        help="train one fixed subnet (default: the maxnet) with the same losses")
+    train.add_argument("--data", metavar="DIR", help="your images: DIR/labeled/<class>/, optional DIR/unlabeled/ "
+                       "and DIR/test/<class>/ (the same as --set data.source=DIR)")
+    train.add_argument("--time", metavar="DURATION", help="a time budget, e.g. 30m or 2h: the plan trains the steps "
+                       "that fit it at the step time measured on this machine")
+    train.add_argument("--dry-run", action="store_true", help="print the plan (data, settings and why, time) and exit")
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser("eval", help="top-1 of a subnet of a trained run after BN recalibration")

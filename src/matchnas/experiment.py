@@ -23,10 +23,12 @@ from matchnas.io import read_yaml
 class DataConfig:
     source: str = "digits"  # digits | fashion-mnist | cifar10 | cifar100 | a folder of images
     data_dir: str | None = None  # where the source's files are (default: the source's usual place)
-    image_size: int = 32  # images are stored at this size; subnets resize to their resolution
-    labels_per_class: int | None = 10
-    label_fraction: float | None = None  # instead of labels_per_class
-    val_per_class: int = 0  # labelled validation images per class, carved from the rest
+    # None ("auto") below: chosen from the data by matchnas.defaults when the run is planned, and
+    # recorded in the run's experiment.yaml as the value it took.
+    image_size: int | None = None  # images are stored at this size; subnets resize to their resolution
+    labels_per_class: int | None = None  # auto: every labelled image of a folder, 10 per class of a named source
+    label_fraction: float | None = None  # instead of labels_per_class (1.0: all not held out for validation)
+    val_per_class: int | None = None  # labelled validation images per class; auto: 0, or a few without a test split
     max_unlabeled: int | None = None  # cap on the unlabelled pool (seeded)
     flip: bool | None = None  # horizontal flips in the weak view; None: the source's default
 
@@ -34,14 +36,14 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "efficientnet-lite0"
-    space: str | None = None  # a shipped space name or a YAML file; None: the backbone's
+    space: str | None = None  # a shipped space name or a YAML file; None: the backbone's for the image size
     weights: str | None = None  # a local weights file (.pth / .safetensors); None: the backbone's package or URL
     dropout: float = 0.2  # before the classifier
 
 
 @dataclass
 class TrainConfig:
-    steps: int = 500
+    steps: int | None = None  # auto: matchnas.defaults.DEFAULT_STEPS, or what fits `--time`
     batch_size: int = 32  # labelled images per step (B)
     unlabeled_ratio: int = 1  # mu: unlabelled images per step = mu * B
     lr: float = 0.01
@@ -141,8 +143,15 @@ class Experiment:
             raise MatchnasError(f"split.dimension must be kernel or expand, got {sp.dimension!r}")
         if sp.method != "none" and t.single is not None:
             raise MatchnasError("split.method applies to supernets; a train.single run has nothing to split")
-        if (self.data.labels_per_class is None) == (self.data.label_fraction is None):
-            raise MatchnasError("set exactly one of data.labels_per_class and data.label_fraction")
+        if self.data.labels_per_class is not None and self.data.label_fraction is not None:
+            raise MatchnasError("set at most one of data.labels_per_class and data.label_fraction")
+
+    @property
+    def resolved(self) -> bool:
+        """Whether every automatic setting has its value (see :mod:`matchnas.defaults`)."""
+        d = self.data
+        return (None not in (d.image_size, d.val_per_class, self.model.space, self.train.steps)
+                and (d.labels_per_class, d.label_fraction) != (None, None))
 
 
 # The valid range of every numeric setting, checked before anything runs. "[a, b]" includes its

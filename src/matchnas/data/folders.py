@@ -25,14 +25,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from matchnas.data.source import DataSource, ImageSet
 from matchnas.errors import MatchnasError
 
-_GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
 def _image_suffixes() -> set[str]:
     return {suffix.lower() for suffix in Image.registered_extensions()}
 
 
-def _image_files(folder: Path, recursive: bool) -> list[Path]:
+def image_files(folder: Path, recursive: bool) -> list[Path]:
     suffixes = _image_suffixes()
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(
@@ -50,7 +50,7 @@ def _read_image(path: Path, image_size: int) -> tuple[np.ndarray, bool]:
         with Image.open(path) as file:
             file.draft("RGB", (image_size, image_size))  # JPEG: decode at a reduced scale
             img = ImageOps.exif_transpose(file)
-            grey = img.mode in _GREY_MODES
+            grey = img.mode in GREY_MODES
             if img.mode in ("I", "I;16"):  # 16-bit grey (PNG): keep the top 8 bits
                 img = img.point(lambda v: v / 256).convert("L")
             rgb = img.convert("RGB")
@@ -60,7 +60,7 @@ def _read_image(path: Path, image_size: int) -> tuple[np.ndarray, bool]:
         raise MatchnasError(f"{path}: cannot read image ({err})") from None
 
 
-def _class_folders(folder: Path) -> dict[str, Path]:
+def class_folders(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise MatchnasError(f"{folder}: folder not found")
     classes: dict[str, Path] = {}
@@ -101,12 +101,12 @@ class _Part:
 
 def _read_labelled(folder: Path, classes: tuple[str, ...], image_size: int) -> _Part:
     part = _Part(labels=[])
-    for name, class_dir in _class_folders(folder).items():
+    for name, class_dir in class_folders(folder).items():
         if name not in classes:
             raise MatchnasError(
                 f"{class_dir}: class {name!r} is not in labeled/ (classes: {', '.join(classes)})"
             )
-        files = _image_files(class_dir, recursive=False)
+        files = image_files(class_dir, recursive=False)
         if not files:
             raise MatchnasError(f"{class_dir}: no images")
         for path in files:
@@ -115,7 +115,7 @@ def _read_labelled(folder: Path, classes: tuple[str, ...], image_size: int) -> _
 
 
 def _read_unlabelled(folder: Path, image_size: int) -> _Part:
-    files = _image_files(folder, recursive=True)
+    files = image_files(folder, recursive=True)
     if not files:
         raise MatchnasError(f"{folder}: no images")
     part = _Part()
@@ -139,7 +139,7 @@ def load_folder(root: str | Path, image_size: int) -> DataSource:
         raise MatchnasError(f"image_size must be positive, got {image_size}")
     if not root.is_dir():
         raise MatchnasError(f"{root}: folder not found")
-    classes = tuple(_class_folders(root / "labeled"))
+    classes = tuple(class_folders(root / "labeled"))
     parts = {"labeled": _read_labelled(root / "labeled", classes, image_size)}
     if (root / "test").exists():
         parts["test"] = _read_labelled(root / "test", classes, image_size)

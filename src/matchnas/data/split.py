@@ -87,8 +87,8 @@ def make_split(
         source: the data source.
         seed: seeds a private numpy generator (no global random state is used).
         n_per_class: labelled images per class. Exactly one of ``n_per_class`` and ``fraction``.
-        fraction: in (0, 1]: ``round(fraction * n_c)`` labelled images of a class of ``n_c``,
-            at least 1.
+        fraction: in (0, 1]: ``round(fraction * (n_c - n_val_per_class))`` labelled images of a
+            class of ``n_c``, at least 1 (``1.0``: every image not held out for validation).
         n_val_per_class: validation images per class, drawn from the images not labelled.
         max_unlabeled: cap on the pool (training remainder plus ``source.unlabeled``); ``None``
             keeps all.
@@ -113,7 +113,8 @@ def make_split(
     labeled, val, rest = [], [], []
     for k, name in enumerate(source.classes):
         members = rng.permutation(np.flatnonzero(labels == k))
-        n_lab = n_per_class if n_per_class is not None else max(1, round(share * len(members)))
+        # a fraction is of the images not held out for validation: 1.0 labels all of them
+        n_lab = n_per_class if n_per_class is not None else max(1, round(share * (len(members) - n_val_per_class)))
         if n_lab + n_val_per_class > len(members):
             raise MatchnasError(
                 f"class {name!r} has {len(members)} training images, fewer than the "

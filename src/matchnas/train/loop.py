@@ -12,6 +12,8 @@ Run directory:
   pool.json              the narrowed pool, when ``narrow.proxy`` is set
   fewshot.json           the few-shot split (edges, groups, gradient-matching scores), when
                          ``split.method`` is set; also inside each later checkpoint
+  plan.json              the training plan and its time estimate, when the run was planned
+  timing.json            the run's measured seconds next to that estimate
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from tqdm import tqdm
 from matchnas import devices
 from matchnas.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
 from matchnas.convert import from_pretrained
+from matchnas.data.survey import survey
+from matchnas.defaults import resolve
 from matchnas.data import BatchStream, Normalisation, generator_for, save_split, strong, weak
 from matchnas.errors import Interrupted, MatchnasError
 from matchnas.experiment import Experiment
@@ -49,6 +53,7 @@ from matchnas.train.distributed import (
     synchronize_batch_norms,
 )
 from matchnas.train.interrupt import StopRequest
+from matchnas.train.estimate import PLAN_FILE, write_timing
 from matchnas.train.levers import MeanTeacher, student_weight
 from matchnas.train.narrow import narrow_space
 from matchnas.train.sampler import sandwich
@@ -146,10 +151,15 @@ def make_batch(data: RunData, experiment: Experiment, step: int, labelled: Batch
 
 
 def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
-          placement: Placement | None = None) -> dict[str, float]:
+          placement: Placement | None = None, plan=None) -> dict[str, float]:
     """Train (or continue) the run in ``run_dir``; returns the final evaluation (rank 0; other
-    ranks return an empty dict). ``placement`` defaults to one process on ``train.device``."""
+    ranks return an empty dict). ``placement`` defaults to one process on ``train.device``.
+    Automatic settings (None) are filled from the data (:mod:`matchnas.defaults`); ``plan``
+    (:func:`matchnas.train.plan.make_plan`, whose experiment this is) is saved as ``plan.json``,
+    and the run's measured time is written next to its estimate in ``timing.json``."""
     run_dir = Path(run_dir)
+    if not experiment.resolved:
+        experiment, _ = resolve(experiment, survey(experiment.data.source, experiment.data.data_dir))
     t = experiment.train
     if placement is None:
         placement = Placement(device=pick_device(t.device))
@@ -169,7 +179,9 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     state = load_checkpoint(run_dir / LATEST) if resume and (run_dir / LATEST).exists() else None
     # a resumed run keeps the normalisation its checkpoint recorded; a new one takes the backbone's
     recorded = Normalisation.from_record(state.get("normalisation")) if state is not None else None
+    began = time.perf_counter()
     data = prepare_data(experiment, run_dir, reuse_split=resume, normalisation=recorded)
+    load_seconds = time.perf_counter() - began
     held_out(data)
     supernet = build_supernet(experiment, data.num_classes, state)
     fixed = single_config(experiment, supernet)
@@ -195,6 +207,8 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
             else:  # a restarted run must not inherit the pool of the attempt it replaces
                 (run_dir / POOL_FILE).unlink(missing_ok=True)
             atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
+            if plan is not None:
+                atomic_write_json(run_dir / PLAN_FILE, plan.to_dict())
 
     plan = SplitPlan.from_dict(state["split"]) if state and state.get("split") else None
     if plan is not None:
@@ -319,8 +333,10 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
 
     # evaluated on the training device (a GPU evaluates the subnets in seconds)
     targets = {"single": fixed} if fixed else {"max": supernet.space.max(), "min": supernet.space.min()}
+    began = time.perf_counter()
     results = {name: top1(supernet, config, data, experiment) for name, config in targets.items()}
     atomic_write_json(run_dir / "eval.json", results)
+    write_timing(run_dir, load_seconds, time.perf_counter() - began)
     return results
 
 
