@@ -210,7 +210,7 @@ def _folder(root, classes, test: bool):
     "classes, test, settings, message",
     [
         (["cat"], True, [], "has one class ['cat']: a classifier needs at least 2"),
-        (["cat", "dog"], False, [], "no test split to evaluate on: add a test/ folder or hold out validation images with data.val_per_class=N"),
+        (["cat", "dog"], False, ["data.val_per_class=0"], "no test split to evaluate on: add a test/ folder or hold out validation images with data.val_per_class=N"),
     ],
     ids=["one-class", "no-held-out-split"],
 )

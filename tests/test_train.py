@@ -122,7 +122,7 @@ def test_eval_command_prints_top1(tmp_path, capsys):
     "args, message",
     [
         (["train", "--set", "train.stpes=3"], "unknown config key 'train.stpes' (did you mean 'steps'?)"),
-        (["train", "--set", "data.image_size=32", "data.labels_per_class=1000"], "fewer than the 1000 labelled"),
+        (["train", "--set", "data.labels_per_class=1000"], "class '0': 142 labelled images, fewer than the 1000 needed (1000 to train on)"),
         (["train", "--set", "data.source=/no/such/folder"], "unknown data set"),
         (["train", "--set", "train.loss=everything"], "train.loss must be one of"),
         (["train", "--set", "train.precision=fp16"], "train.precision must be one of fp32, bf16"),

@@ -130,6 +130,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
         os._exit(0)
 
 
+def _cmd_build(args: argparse.Namespace) -> None:
+    from matchnas.build import build
+    from matchnas.defaults import parse_duration
+
+    budget = (parse_duration(args.time), args.time) if args.time is not None else None
+    print(build(args.data_dir, args.out, args.budgets, metric=args.metric, strategy=args.strategy, formats=args.format,
+                quantize=args.quantize, overrides=args.set, time_budget=budget))
+
+
 def _cmd_eval(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -213,6 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "that fit it at the step time measured on this machine")
     train.add_argument("--dry-run", action="store_true", help="print the plan (data, settings and why, time) and exit")
     train.set_defaults(run=_cmd_train)
+
+    build_command = commands.add_parser("build", help="a folder of images to a deployable bundle: plan, train, search, export")
+    build_command.add_argument("data_dir", metavar="DIR", help="labeled/<class>/ images, optional unlabeled/ and test/<class>/")
+    build_command.add_argument("--budgets", required=True, help="comma-separated, K/M/G suffixes allowed, e.g. 5M,10M,20M")
+    build_command.add_argument("--out", required=True, help="the build folder: run/ (training, selections) and bundle/")
+    build_command.add_argument("--metric", default="flops", help="as for search (default: %(default)s)")
+    build_command.add_argument("--strategy", default="fixed", help="as for search (default: %(default)s)")
+    build_command.add_argument("--format", default="onnx", help="as for export (default: %(default)s)")
+    build_command.add_argument("--quantize", help="int8: also export static int8 models")
+    build_command.add_argument("--time", metavar="DURATION", help="a time budget for training, e.g. 30m")
+    build_command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a training setting, as for train")
+    build_command.set_defaults(run=_cmd_build)
 
     evaluate = commands.add_parser("eval", help="top-1 of a subnet of a trained run after BN recalibration")
     evaluate.add_argument("run_dir")

@@ -145,13 +145,14 @@ def _validation(data: DataSurvey) -> tuple[int, str]:
 
 def _check_labels(data: DataSurvey, val_per_class: int, labels_per_class: int | None) -> None:
     need = max(MIN_LABELLED, val_per_class + (labels_per_class or 1))
+    parts = [f"{labels_per_class or 1} to train on"] + ([f"{val_per_class} held out to evaluate on"] if val_per_class else [])
+    why = " + ".join(parts) if labels_per_class or val_per_class else f"at least {MIN_LABELLED} labelled images per class"
     for name, count in zip(data.classes, data.labelled):
         if count < need:
             where = f"{data.name}/labeled/{name}" if data.folder else f"{data.name}, class {name!r}"
-            why = (f"{labels_per_class or 1} to train on + {val_per_class} held out to evaluate on"
-                   if val_per_class else "at least 2 labelled images per class")
+            fix = "add labelled images" + (" or a test/ folder" if val_per_class and data.folder else "")
             raise MatchnasError(f"{where}: {count} labelled image{'s' * (count != 1)}, fewer than the {need} "
-                                f"needed ({why}); add labelled images or a test/ folder")
+                                f"needed ({why}); {fix}")
 
 
 def _copy(experiment: Experiment) -> Experiment:

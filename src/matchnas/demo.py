@@ -22,16 +22,11 @@ from matchnas.experiment import Experiment, load_experiment
 from matchnas.export import export_run
 from matchnas.predict import predict
 from matchnas.search.run import search
-from matchnas.checkpoint import FINAL, LATEST
-from matchnas.train.loop import resume, train
+from matchnas.train.plan import train_planned
 
 
 def _run(experiment: Experiment, run_dir: Path) -> dict[str, float]:
-    if (run_dir / FINAL).exists() and (run_dir / "eval.json").exists():
-        return json.loads((run_dir / "eval.json").read_text())
-    if (run_dir / LATEST).exists():
-        return resume(run_dir)
-    return train(experiment, run_dir)
+    return train_planned(experiment, run_dir)  # prints the plan, as `matchnas train` does
 
 
 def run_demo(out: Path, experiment_path: Path | None = None, cloud_size: int = 20) -> str:

@@ -148,3 +148,26 @@ def _duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def train_planned(experiment: Experiment, run_dir: str | Path, time_budget: tuple[float, str] | None = None,
+                  echo=print) -> dict[str, float]:
+    """A run in ``run_dir``, whatever state it is in: a finished run's evaluation is returned as it
+    is, an interrupted run is resumed as it was configured, and a new run is planned (the plan
+    goes to ``echo``) and trained. The demo and ``matchnas build`` train through this."""
+    import json
+
+    from matchnas.checkpoint import FINAL
+    from matchnas.train.distributed import pick_device
+    from matchnas.train.loop import has_checkpoint, resume, train
+
+    run_dir = Path(run_dir)
+    if (run_dir / FINAL).exists() and (run_dir / "eval.json").exists():
+        echo(f"{run_dir}: trained already; its evaluation is reused")
+        return json.loads((run_dir / "eval.json").read_text())
+    if has_checkpoint(run_dir):
+        echo(f"{run_dir}: resuming the interrupted run as it was configured")
+        return resume(run_dir)
+    plan = make_plan(experiment, run_dir, pick_device(experiment.train.device), time_budget)
+    echo(plan.describe())
+    return train(plan.experiment, run_dir, plan=plan)
