@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from matchnas.errors import MatchnasError
+from matchnas.experiment import Experiment, experiment_from_dict
 from matchnas.io import atomic_write
 
 LATEST = "checkpoint-latest.pt"
@@ -59,3 +60,40 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise MatchnasError(f"{path}: not a matchnas checkpoint (no {', '.join(repr(k) for k in missing)})")
     return state
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    run_dir = Path(run_dir)
+    return (run_dir / LATEST).exists() or (run_dir / FINAL).exists()
+
+
+# Where a run's files are and what it trains on: may change between a run's start and its resume.
+MOVABLE = ("train.device", "data.data_dir")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_belongs(path: Path, state: dict[str, Any], experiment: Experiment, classes: list[str], run_dir: Path) -> None:
+    """Refuse, before its weights are loaded, a checkpoint that is not this run's: one whose
+    settings (backbone, space, seed, ...) differ from the run's ``experiment.yaml``, or that was
+    trained on other classes. Loading it would continue one run's weights under another run's
+    settings and step (or fail on a tensor size deep inside PyTorch)."""
+    theirs = _flat(experiment_from_dict(state["experiment"], f"{path}: experiment").to_dict())
+    ours = _flat(experiment.to_dict())
+    for key in sorted(set(theirs) | set(ours)):
+        if key not in MOVABLE and theirs.get(key) != ours.get(key):
+            raise MatchnasError(f"{path} is not this run's checkpoint: {key} is {theirs.get(key)!r} there and "
+                                f"{ours.get(key)!r} in {run_dir / 'experiment.yaml'}; resume from the run's own checkpoint")
+    saved = state.get("classes")
+    if saved is not None and list(saved) != list(classes):
+        raise MatchnasError(f"{path} is not this run's checkpoint: it was trained on {len(saved)} classes "
+                            f"({', '.join(map(str, saved[:4]))}{', ...' if len(saved) > 4 else ''}), the run's data has "
+                            f"{len(classes)} ({', '.join(map(str, classes[:4]))}{', ...' if len(classes) > 4 else ''})")

@@ -88,7 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     from matchnas.defaults import parse_duration
     from matchnas.experiment import load_experiment
-    from matchnas.io import check_writable
+    from matchnas.io import as_path, check_writable
     from matchnas.train import distributed
     from matchnas.run import read_experiment
     from matchnas.train.loop import has_checkpoint, resume, train
@@ -104,8 +104,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         overrides += [f"train.single={args.single}"] if args.single is not None else []
         experiment = load_experiment(args.experiment, overrides)
         budget = (parse_duration(args.time), args.time) if args.time is not None else None
-        out = Path(args.out)
-        check_writable(out, "--out")
+        out = as_path(args.out, "--out")
+        check_writable(out, "--out", folder=True)
         if has_checkpoint(out):
             raise MatchnasError(f"{out} already holds a run: resume it with --resume {out}")
     placement = distributed.setup(experiment.train.device)
@@ -158,7 +158,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from matchnas.demo import run_demo
     from matchnas.io import check_writable
 
-    check_writable(args.out, "--out")
+    check_writable(args.out, "--out", folder=True)
     print(run_demo(Path(args.out), Path(args.experiment) if args.experiment else None))
 
 
@@ -306,16 +306,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from matchnas.train.interrupt import Terminated, raise_on_sigterm
+
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        with raise_on_sigterm():  # a scheduler's stop unwinds like Ctrl-C: temps go, exit 143
+            args.run(args)
     except MatchnasError as err:
         kind = "" if isinstance(err, Interrupted) else "error: "
         print(f"matchnas: {kind}{err}", file=sys.stderr)
         return err.exit_status
-    except KeyboardInterrupt:  # Ctrl-C outside the training loop, which stops more gracefully
-        print("matchnas: interrupted (Ctrl-C); nothing half-written was kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # outside the training loop, which stops more gracefully
+        how, status = ("terminated (SIGTERM)", 143) if isinstance(err, Terminated) else ("interrupted (Ctrl-C)", 130)
+        print(f"matchnas: {how}; nothing half-written was kept", file=sys.stderr)
+        return status
     return 0
 
 

@@ -13,6 +13,12 @@ class MatchnasError(Exception):
 
 
 class Interrupted(MatchnasError):
-    """The user pressed Ctrl-C (SIGINT); the message says what was saved and how to continue."""
+    """The user pressed Ctrl-C (SIGINT) or the job was stopped (SIGTERM); the message says what
+    was saved and how to continue. The exit status is what a shell reports for a process killed
+    by that signal: 128 + 2 = 130 for Ctrl-C, 128 + 15 = 143 for SIGTERM."""
 
-    exit_status = 130  # 128 + SIGINT, what a shell reports for a process killed by Ctrl-C
+    exit_status = 130
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.exit_status = 128 + signum

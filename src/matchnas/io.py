@@ -100,23 +100,56 @@ def remove_leftovers(folder: str | Path, names: Iterable[str] | None = None) -> 
     return removed
 
 
-def check_writable(path: str | Path, what: str) -> None:
+def as_path(value: str | Path, what: str) -> Path:
+    """``value`` as a path; an empty string is refused (``Path("")`` is the current folder, so a
+    run given ``--out ''`` would be written among whatever is there)."""
+    if str(value).strip() == "":
+        raise MatchnasError(f"{what} is empty: name a folder or file")
+    return Path(value)
+
+
+def _check_names(path: Path, what: str, folder: Path) -> None:
+    """Refuse a path the file system cannot hold: a name over ``NAME_MAX`` bytes (255 on most),
+    a whole path over ``PATH_MAX`` (4096 on Linux)."""
+    try:
+        name_max, path_max = os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    for part in path.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise MatchnasError(f"{what}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long; "
+                                f"this file system allows {name_max}")
+    if len(os.fsencode(str(path))) >= path_max:
+        raise MatchnasError(f"{what}: the path is {len(os.fsencode(str(path)))} bytes long; this system allows {path_max - 1}")
+
+
+def check_writable(path: str | Path, what: str, folder: bool | None = None) -> None:
     """Refuse, before any work, a destination that cannot be created or written: the nearest
-    existing folder on the way to ``path`` must be a writable folder."""
-    path = Path(path).absolute()
+    existing folder on the way to ``path`` must be a writable folder; no part of the way may be a
+    symbolic link to nothing (or a loop of links); names and the path must fit the file system.
+    ``folder``: True, ``path`` is to be a folder (an existing file is refused); False, a file
+    (an existing folder is refused); None, either."""
+    path = as_path(path, what).absolute()
     existing = path
     while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # lstat works, stat does not: a dangling link or a loop
+            raise MatchnasError(f"{what} {path}: {existing} is a symbolic link to nothing (or a loop of links)")
         existing = existing.parent
+    _check_names(path, what, existing if existing.is_dir() else existing.parent)
     if existing == path and path.is_dir():
-        folder = path
+        if folder is False:
+            raise MatchnasError(f"{what} {path}: a folder; give the name of the file to write")
+        writable = path
     elif existing == path:
-        folder = path.parent  # an existing file, to be replaced
+        if folder is True:
+            raise MatchnasError(f"{what} {path}: a file, not a folder")
+        writable = path.parent  # an existing file, to be replaced
     else:
-        folder = existing
-        if not folder.is_dir():
-            raise MatchnasError(f"{what} {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise MatchnasError(f"{what} {path}: cannot write in {folder} (permission denied or read-only)")
+        writable = existing
+        if not writable.is_dir():
+            raise MatchnasError(f"{what} {path}: {writable} is a file, not a folder")
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise MatchnasError(f"{what} {path}: cannot write in {writable} (permission denied or read-only)")
 
 
 # -- reading -----------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from matchnas.export.manifest import model_entry, sha256
 from matchnas.export.parity import check_parity
 from matchnas.export.quantize import DROP_TOLERANCE, calibration_set, check_drop, file_key, file_suffix, parse_quantize, quantized_file
 from matchnas.export.targets import selection_targets, subnet_target
-from matchnas.io import atomic_write_json, check_writable, read_json, remove_leftovers, work_dir
+from matchnas.io import as_path, atomic_write_json, check_writable, read_json, remove_leftovers, work_dir
+from matchnas.lock import destination_lock
 from matchnas.space import SearchSpace, SubnetConfig
 from matchnas.evaluate import accuracy
 
@@ -62,7 +63,8 @@ def export_run(
     Raises:
         MatchnasError: bad input (nothing is written) or an export above tolerance.
     """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run_dir, out_dir = Path(run_dir), as_path(out_dir, "--out")
+    check_writable(out_dir, "--out", folder=True)  # first: a loop of links cannot even be resolved
     if out_dir.is_symlink():  # replace the bundle the link points to, and keep the link
         out_dir = out_dir.resolve()
     formats = parse_formats(formats)
@@ -74,7 +76,6 @@ def export_run(
     if not int8_tolerance >= 0 or (calibration_images is not None and calibration_images < 1):
         raise MatchnasError(f"int8 tolerance must be >= 0 and calibration images >= 1, got {int8_tolerance}, {calibration_images}")
     _check_out_dir(out_dir, run_dir, force)
-    check_writable(out_dir, "--out")
     if selections is not None and subnet is not None:
         raise MatchnasError("give --selections or --subnet, not both")
     if selections is None and subnet is None:
@@ -120,9 +121,11 @@ def export_run(
     k, c = supernet.num_classes, supernet.in_chans
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(out_dir.parent, [out_dir.name])  # of exports killed before they finished
-    work = work_dir(out_dir)
+    lock, work = destination_lock(out_dir, "export").acquire(), None  # one export into out_dir at a time
     try:
+        _check_out_dir(out_dir, run_dir, force)  # again under the lock: another export may have finished
+        remove_leftovers(out_dir.parent, [out_dir.name])  # of exports killed before they finished
+        work = work_dir(out_dir)
         nets: dict[SubnetConfig, tuple[torch.nn.Module, float | None]] = {}
         done: dict[tuple[SubnetConfig, str], dict] = {}
         int8_inputs: dict[SubnetConfig, tuple] = {}
@@ -183,8 +186,11 @@ def export_run(
         atomic_write_json(work / "manifest.json", manifest)
         _move_into_place(work, out_dir)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
         raise
+    finally:
+        lock.release()
     return _summary(run_dir, out_dir, space, manifest, formats)
 
 

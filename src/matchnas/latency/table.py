@@ -197,7 +197,7 @@ def build_lut_command(
     space = load_space(space) if isinstance(space, str) else space
     check_runtime(runtime)
     check_precision(runtime, quantize)
-    check_writable(out_path, "--out")
+    check_writable(out_path, "--out", folder=False)
     table = build_lut(space, num_classes, runtime, threads, quantize=quantize)
     table.save(out_path)
     kinds = {k: sum(p.kind == k for p in table.entries) for k in ("stem", "block", "head")}

@@ -10,7 +10,8 @@ import torch
 
 from matchnas.data import load_folder
 from matchnas.errors import MatchnasError
-from matchnas.io import atomic_write_json, check_writable, read_json
+from matchnas.io import as_path, atomic_write_json, check_writable, read_json
+from matchnas.lock import run_lock
 from matchnas.run import Run, open_run
 from matchnas.search.budgets import UNITS, format_cost, parse_budgets, resolve_metric
 from matchnas.search.plot import plot_search
@@ -76,8 +77,14 @@ def search(run_dir: str | Path, metric: str, budgets: str, strategy: str, val_di
     run_dir = Path(run_dir)
     budget_values = parse_budgets(budgets)
     check_options(strategy, metric, val_dir)
-    out = Path(out) if out else run_dir
+    out = as_path(out, "--out") if out is not None else run_dir
     check_writable(out / "selections.json", "search output")
+    with run_lock(out, "search", create=True):  # no other writer in the run (or --out) meanwhile
+        return _search(run_dir, metric, budget_values, strategy, val_dir, out, options)
+
+
+def _search(run_dir: Path, metric: str, budget_values, strategy: str, val_dir: str | None, out: Path,
+            options: dict | None) -> str:
     ctx = build_context(run_dir, metric, val_dir, options)
     result = run_strategy(strategy, ctx, budget_values)
     tested = {}

@@ -19,7 +19,6 @@ Run directory:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -29,14 +28,15 @@ import yaml
 from tqdm import tqdm
 
 from matchnas import devices
-from matchnas.checkpoint import FINAL, LATEST, load_checkpoint, save_checkpoint
+from matchnas.checkpoint import FINAL, LATEST, check_belongs, load_checkpoint, save_checkpoint
+from matchnas.checkpoint import has_checkpoint  # noqa: F401  (its home before checkpoint.py; cli and plan import it here)
 from matchnas.convert import from_pretrained
 from matchnas.data.survey import survey
 from matchnas.defaults import resolve
 from matchnas.data import BatchStream, Normalisation, generator_for, save_split, strong, weak
 from matchnas.errors import Interrupted, MatchnasError
 from matchnas.experiment import Experiment
-from matchnas.io import atomic_write_json, atomic_write_text, check_writable, read_text, remove_leftovers, to_json
+from matchnas.io import as_path, atomic_write_json, atomic_write_text, remove_leftovers, to_json
 from matchnas.nn import Supernet
 from matchnas.pool import POOL_FILE, load_pool, save_pool
 from matchnas.run import RunData, held_out, prepare_data, read_experiment, rebuild_supernet, top1
@@ -52,9 +52,11 @@ from matchnas.train.distributed import (
     shard,
     synchronize_batch_norms,
 )
+from matchnas.train.claim import claim_run
 from matchnas.train.interrupt import StopRequest
 from matchnas.train.estimate import PLAN_FILE, write_timing
 from matchnas.train.levers import MeanTeacher, student_weight
+from matchnas.train.metrics_log import truncate_metrics
 from matchnas.train.narrow import narrow_space
 from matchnas.train.sampler import sandwich
 from matchnas.train.split import (
@@ -156,8 +158,9 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     ranks return an empty dict). ``placement`` defaults to one process on ``train.device``.
     Automatic settings (None) are filled from the data (:mod:`matchnas.defaults`); ``plan``
     (:func:`matchnas.train.plan.make_plan`, whose experiment this is) is saved as ``plan.json``,
-    and the run's measured time is written next to its estimate in ``timing.json``."""
-    run_dir = Path(run_dir)
+    and the run's measured time is written next to its estimate in ``timing.json``. The run folder
+    is locked while the run trains (:func:`matchnas.train.claim.claim_run`)."""
+    run_dir = as_path(run_dir, "run directory")
     if not experiment.resolved:
         experiment, _ = resolve(experiment, survey(experiment.data.source, experiment.data.data_dir))
     t = experiment.train
@@ -165,16 +168,18 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
         placement = Placement(device=pick_device(t.device))
     if t.precision == "bf16" and placement.device.type != "cuda":
         raise MatchnasError(f"train.precision=bf16 needs a CUDA device; this run trains on {placement.device.type}: use fp32")
-    # A run directory without a checkpoint holds nothing worth keeping (a run stopped before its
-    # first checkpoint): it may be started again, or resumed from step 0.
-    if not resume and has_checkpoint(run_dir):
-        raise MatchnasError(f"{run_dir} already holds a run: resume it with --resume {run_dir}")
-    if placement.is_main:
-        check_writable(run_dir, "run directory")
     for name, size in (("train.batch_size", t.batch_size), ("unlabelled batch", t.unlabeled_ratio * t.batch_size)):
         if size % placement.world_size:
             raise MatchnasError(f"{name} {size} is not divisible by the {placement.world_size} ranks")
+    # A run directory without a checkpoint holds nothing worth keeping (a run stopped before its
+    # first checkpoint): it may be started again, or resumed from step 0.
+    with claim_run(run_dir, placement, resume):
+        return _train_claimed(experiment, run_dir, resume, placement, plan)
 
+
+def _train_claimed(experiment: Experiment, run_dir: Path, resume: bool, placement: Placement, plan) -> dict[str, float]:
+    """:func:`train`, once the run folder is this job's."""
+    t = experiment.train
     # Everything that can fail on bad input happens before the run directory is written.
     state = load_checkpoint(run_dir / LATEST) if resume and (run_dir / LATEST).exists() else None
     # a resumed run keeps the normalisation its checkpoint recorded; a new one takes the backbone's
@@ -183,6 +188,8 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     data = prepare_data(experiment, run_dir, reuse_split=resume, normalisation=recorded)
     load_seconds = time.perf_counter() - began
     held_out(data)
+    if state is not None:
+        check_belongs(run_dir / LATEST, state, experiment, list(data.source.train.classes), run_dir)
     supernet = build_supernet(experiment, data.num_classes, state)
     fixed = single_config(experiment, supernet)
     settings = LossSettings.from_train_config(t)
@@ -230,7 +237,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     if mean_teacher is not None and state is not None:
         mean_teacher.model.load_state_dict(state["ema_teacher"])
     if placement.is_main:
-        _truncate_metrics(run_dir / "metrics.jsonl", start)
+        truncate_metrics(run_dir / "metrics.jsonl", start)
 
     labelled = BatchStream(len(data.sets.labeled), t.batch_size, t.seed, stream=0)
     unlabelled = None
@@ -241,6 +248,10 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
         check_replicas(supernet, placement)
         if not placement.is_main:
             return
+        with stop.shield():  # a signal now is honoured once the write is complete
+            _save(path, step)
+
+    def _save(path: Path, step: int) -> None:
         state = {
             "step": step,
             "model": supernet.state_dict(),
@@ -262,7 +273,7 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     progress = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train", unit="step",
                     dynamic_ncols=True, disable=not placement.is_main)
     log = open(run_dir / "metrics.jsonl", "a") if placement.is_main else None
-    stop = StopRequest(terminate=placement.distributed, repeat_grace=5.0 if placement.distributed else 0.0).start()
+    stop = StopRequest(terminate=True, repeat_grace=5.0 if placement.distributed else 0.0).start()
     try:
         for step in progress:
             began = time.perf_counter()
@@ -319,15 +330,21 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
                 if log is not None:
                     log.flush()
                 checkpoint(run_dir / LATEST, step + 1)
-                raise Interrupted(f"interrupted: step {step + 1} of {t.steps} saved in {run_dir / LATEST}; "
-                                  f"continue with `matchnas train --resume {run_dir}`")
+                raise Interrupted(f"{_stopped(stop)}: step {step + 1} of {t.steps} saved in {run_dir / LATEST}; "
+                                  f"continue with `matchnas train --resume {run_dir}`", stop.signum)
+        progress.close()
+        if log is not None:
+            log.flush()
+        checkpoint(run_dir / LATEST, t.steps)
+        checkpoint(run_dir / FINAL, t.steps)
+        if stop.requested:  # during the last checkpoints: they are complete, the evaluation is not
+            raise Interrupted(f"{_stopped(stop)}: all {t.steps} steps saved in {run_dir / FINAL}; "
+                              f"`matchnas train --resume {run_dir}` evaluates it", stop.signum)
     finally:
         stop.restore()
         progress.close()
         if log is not None:
             log.close()
-    checkpoint(run_dir / LATEST, t.steps)
-    checkpoint(run_dir / FINAL, t.steps)
     if not placement.is_main:
         return {}
 
@@ -338,6 +355,10 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
     atomic_write_json(run_dir / "eval.json", results)
     write_timing(run_dir, load_seconds, time.perf_counter() - began)
     return results
+
+
+def _stopped(stop: StopRequest) -> str:
+    return "terminated (SIGTERM)" if stop.name == "SIGTERM" else "interrupted"
 
 
 def split_step(experiment: Experiment) -> int | None:
@@ -394,31 +415,8 @@ def _log_step(log, progress, step: int, optimizer, metrics: dict[str, float], im
     progress.set_postfix(shown)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past ``step`` (a killed run may have logged steps it never saved, and cut
-    its last line short: an unterminated last line goes too). Any other bad line is an error."""
-    if not path.exists():
-        return
-    text = read_text(path, "the run's metrics (JSON lines)")
-    lines = text.split("\n")[:-1] if step > 0 else []  # the piece after the last newline is unfinished
-    keep = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            logged = json.loads(line)["step"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise MatchnasError(f"{path}: line {number} is not a metrics record; repair or delete that line") from None
-        if logged <= step:
-            keep.append(line)
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
 def resume(run_dir: str | Path, placement: Placement | None = None) -> dict[str, float]:
     run_dir = Path(run_dir)
     experiment = read_experiment(run_dir)  # without a checkpoint: from step 0, on the saved split
     return train(experiment, run_dir, resume=True, placement=placement)
 
-
-def has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / LATEST).exists() or (run_dir / FINAL).exists()
