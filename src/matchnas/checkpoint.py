@@ -18,15 +18,20 @@ import torch
 
 from matchnas.errors import MatchnasError
 from matchnas.experiment import Experiment, experiment_from_dict
-from matchnas.io import atomic_write
+from matchnas.io import atomic_write, check_readable
 
 LATEST = "checkpoint-latest.pt"
 FINAL = "checkpoint-final.pt"
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically (a reader never sees a half-written file)."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Write ``state`` atomically (a reader never sees a half-written file; on a full disk the
+    previous checkpoint stays, and the message says how to go on)."""
+    try:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except MatchnasError as err:
+        raise MatchnasError(f"{err} (`matchnas train --resume {Path(path).parent}` continues from the "
+                            "last checkpoint)") from None
 
 
 # What every checkpoint of a matchnas run holds; another program's checkpoint lacks some.
@@ -39,6 +44,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise MatchnasError(f"no checkpoint at {path}")
+    check_readable(path, "a checkpoint")
     if not zipfile.is_zipfile(path):
         with open(path, "rb") as f:
             head = f.read(2)

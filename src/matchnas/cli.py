@@ -306,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from matchnas.io import environment_error
     from matchnas.train.interrupt import Terminated, raise_on_sigterm
 
     args = build_parser().parse_args(argv)
@@ -316,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
         kind = "" if isinstance(err, Interrupted) else "error: "
         print(f"matchnas: {kind}{err}", file=sys.stderr)
         return err.exit_status
+    except OSError as err:  # met in a library reading or writing for us: another user's file, a full disk
+        message = environment_error(err)
+        if message is None:
+            raise
+        print(f"matchnas: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as err:  # outside the training loop, which stops more gracefully
         how, status = ("terminated (SIGTERM)", 143) if isinstance(err, Terminated) else ("interrupted (Ctrl-C)", 130)
         print(f"matchnas: {how}; nothing half-written was kept", file=sys.stderr)

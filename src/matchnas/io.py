@@ -15,6 +15,7 @@ This module imports neither PyTorch nor NumPy: ``matchnas predict`` uses it.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -41,18 +42,80 @@ def umask() -> int:
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)``, then move ``tmp_path`` over ``path`` (mode 0666 less the umask)."""
+    """Call ``write(tmp_path)``, then move ``tmp_path`` over ``path`` (mode 0666 less the umask).
+    A full disk is one line naming ``path``, the space it needs and the space free; whatever the
+    failure, ``path`` keeps its previous content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    except OSError as err:
+        if err.errno in _NO_SPACE:
+            raise MatchnasError(no_space(path, 0)) from None
+        raise
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        full = _disk_full(err, path.parent)  # before the temp goes and frees its space
+        written = Path(tmp).stat().st_size if Path(tmp).exists() else 0
+        Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise MatchnasError(no_space(path, written)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    """``err`` is a write that failed for want of space: errno 28/122, or a library's wrapped write
+    error (PyTorch's checkpoint writer raises RuntimeError "... file write failed") on a device
+    that is now full."""
+    if isinstance(err, OSError):
+        return err.errno in _NO_SPACE
+    text = str(err)
+    if "write" not in text or not ("enforce fail" in text or "failed" in text):
+        return False
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20  # under 1 MiB left: the write ran out of room
+    except OSError:
+        return False
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def no_space(path: Path, written: int) -> str:
+    """The one line for a write to ``path`` that found its device full after ``written`` bytes:
+    the space it needs (at least what was written, or the size of the version it replaces) and
+    the space free."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = 0
+    previous = path.stat().st_size if path.is_file() else 0
+    needs = f"more than {_mib(written)}" if written >= previous else f"about {_mib(previous)}"
+    kept = "its previous version is kept" if previous else "nothing was written"
+    return (f"no space left on the device of {path}: writing it needs {needs}, {_mib(free)} free; {kept}: "
+            "free some space and run the command again")
+
+
+def environment_error(err: OSError) -> str | None:
+    """A one-line message for an error of the machine rather than of matchnas (another user's
+    file or folder, a full disk) met wherever a library read or wrote; None for any other."""
+    where = err.filename or "a file"
+    if isinstance(err, PermissionError):
+        return f"{where}: permission denied (another user's, or read-only)"
+    if err.errno in _NO_SPACE:
+        return f"{where}: no space left on its device ({err.strerror}); free some space and run the command again"
+    return None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -108,11 +171,12 @@ def as_path(value: str | Path, what: str) -> Path:
     return Path(value)
 
 
-def _check_names(path: Path, what: str, folder: Path) -> None:
+def _check_names(path: Path, what: str) -> None:
     """Refuse a path the file system cannot hold: a name over ``NAME_MAX`` bytes (255 on most),
-    a whole path over ``PATH_MAX`` (4096 on Linux)."""
+    a whole path over ``PATH_MAX`` (4096 on Linux). Checked before anything looks the path up:
+    the system refuses even to say whether such a path exists."""
     try:
-        name_max, path_max = os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
+        name_max, path_max = os.pathconf(path.anchor or "/", "PC_NAME_MAX"), os.pathconf(path.anchor or "/", "PC_PATH_MAX")
     except (OSError, ValueError):
         name_max, path_max = 255, 4096
     for part in path.parts:
@@ -130,12 +194,12 @@ def check_writable(path: str | Path, what: str, folder: bool | None = None) -> N
     ``folder``: True, ``path`` is to be a folder (an existing file is refused); False, a file
     (an existing folder is refused); None, either."""
     path = as_path(path, what).absolute()
+    _check_names(path, what)
     existing = path
     while not existing.exists() and existing != existing.parent:
         if existing.is_symlink():  # lstat works, stat does not: a dangling link or a loop
             raise MatchnasError(f"{what} {path}: {existing} is a symbolic link to nothing (or a loop of links)")
         existing = existing.parent
-    _check_names(path, what, existing if existing.is_dir() else existing.parent)
     if existing == path and path.is_dir():
         if folder is False:
             raise MatchnasError(f"{what} {path}: a folder; give the name of the file to write")
@@ -153,6 +217,20 @@ def check_writable(path: str | Path, what: str, folder: bool | None = None) -> N
 
 
 # -- reading -----------------------------------------------------------------------------------
+def check_readable(path: str | Path, what: str) -> None:
+    """Refuse a file this process may not read (another user's, mode 0600) with one line, before
+    a library that would fail on it with its own message (or a traceback) opens it."""
+    try:
+        with open(path, "rb"):
+            pass
+    except IsADirectoryError:
+        raise MatchnasError(f"{path}: a folder, expected {what}") from None
+    except FileNotFoundError:
+        raise MatchnasError(f"{what} not found: {path}") from None
+    except OSError as err:
+        raise MatchnasError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+
+
 def read_text(path: str | Path, what: str) -> str:
     """The text of ``path``, or a one-line error naming the file and ``what`` it should be."""
     path = Path(path)

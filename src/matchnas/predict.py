@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from matchnas.errors import MatchnasError
-from matchnas.io import read_json
+from matchnas.io import check_readable, read_json
 
 MANIFEST_VERSIONS = (1,)  # manifest format versions this module reads (matchnas.export writes 1)
 _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
@@ -263,6 +263,7 @@ def _session(path: Path, threads: int | None):
     # onnxruntime's own exception types (not subclasses of RuntimeError) for a bad model file
     bad_file = (state.Fail, state.InvalidProtobuf, state.InvalidGraph, state.NoSuchFile, state.InvalidArgument,
                 state.NotImplemented, state.RuntimeException)
+    check_readable(path, "an ONNX model")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except bad_file as err:
@@ -293,6 +294,7 @@ def _spec_from_model(session, path: Path, resolution: int | None) -> tuple[dict,
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
+    check_readable(path, "a model file of the bundle")
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
