@@ -208,21 +208,37 @@ def test_a_write_that_finds_the_disk_full_is_one_line_and_keeps_the_old_file(tmp
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 40 MiB tmpfs (a tiny run's checkpoint is 28 MB: the first fits, a second next to it
-    does not); skipped where mounting is not allowed."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()[:80]})")
+def tmpfs(tmp_path):
+    """``tmpfs(size)``: a RAM disk of that size (e.g. "40m"); skipped where mounting is not allowed."""
+    mounts = []
+
+    def mount(size):
+        point = tmp_path / f"disk-{size}"
+        point.mkdir()
+        made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], capture_output=True)
+        if made.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()[:80]})")
+        mounts.append(point)
+        return point
+
     yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    for point in mounts:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_an_export_that_finds_the_disk_full_is_one_line_and_leaves_nothing(run, tmpfs, capsys):
+    disk = tmpfs("1m")
+    status, err = run_cli(["export", run, "--subnet", "max", "--out", disk / "bundle", "--parity-images", "8",
+                           "--latency-runs", "2"], capsys)
+    assert status == 2 and one_line(err), err
+    assert err.startswith(f"matchnas: error: no space left on the device of {disk / 'bundle'}: writing it needs more than")
+    assert list(disk.iterdir()) == []
 
 
 @pytest.mark.slow
-def test_training_on_a_full_disk_stops_with_one_line_and_resumes_exactly(small_disk, tmp_path, capsys):
+def test_training_on_a_full_disk_stops_with_one_line_and_resumes_exactly(tmpfs, tmp_path, capsys):
     overrides = TINY + ["train.steps=6", "train.checkpoint_every=2"]
+    small_disk = tmpfs("40m")  # a tiny run's checkpoint is 28 MB: the first fits, a second next to it does not
     whole, run_dir = tmp_path / "whole", small_disk / "run"
     loop.train(load_experiment(None, overrides), whole)
     capsys.readouterr()

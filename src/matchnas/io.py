@@ -59,7 +59,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
-        full = _disk_full(err, path.parent)  # before the temp goes and frees its space
+        full = disk_full(err, path.parent)  # before the temp goes and frees its space
         written = Path(tmp).stat().st_size if Path(tmp).exists() else 0
         Path(tmp).unlink(missing_ok=True)
         if full:
@@ -73,19 +73,21 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def _disk_full(err: BaseException, folder: Path) -> bool:
-    """``err`` is a write that failed for want of space: errno 28/122, or a library's wrapped write
-    error (PyTorch's checkpoint writer raises RuntimeError "... file write failed") on a device
-    that is now full."""
+def disk_full(err: BaseException, folder: Path) -> bool:
+    """``err`` is a write that failed for want of space: errno 28/122, or a library's wrapped
+    write error on a device that is now full (PyTorch's checkpoint writer raises RuntimeError
+    "[enforce fail at inline_container.cc:...] unexpected pos ..." or "... file write failed")."""
     if isinstance(err, OSError):
         return err.errno in _NO_SPACE
-    text = str(err)
-    if "write" not in text or not ("enforce fail" in text or "failed" in text):
-        return False
     try:
         return shutil.disk_usage(folder).free < 1 << 20  # under 1 MiB left: the write ran out of room
     except OSError:
         return False
+
+
+def tree_bytes(folder: Path) -> int:
+    """The bytes of the files under ``folder`` (what a partial export had written)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def _mib(n: int) -> str:

@@ -20,7 +20,8 @@ from matchnas.export.manifest import model_entry, sha256
 from matchnas.export.parity import check_parity
 from matchnas.export.quantize import DROP_TOLERANCE, calibration_set, check_drop, file_key, file_suffix, parse_quantize, quantized_file
 from matchnas.export.targets import selection_targets, subnet_target
-from matchnas.io import as_path, atomic_write_json, check_writable, read_json, remove_leftovers, work_dir
+from matchnas.io import (as_path, atomic_write_json, check_writable, disk_full, no_space, read_json, remove_leftovers,
+                         tree_bytes, work_dir)
 from matchnas.lock import destination_lock
 from matchnas.space import SearchSpace, SubnetConfig
 from matchnas.evaluate import accuracy
@@ -185,9 +186,13 @@ def export_run(
         manifest = build_manifest(run_dir, space, k, header, models)
         atomic_write_json(work / "manifest.json", manifest)
         _move_into_place(work, out_dir)
-    except BaseException:
+    except BaseException as err:
         if work is not None:
+            full = isinstance(err, (OSError, RuntimeError)) and disk_full(err, out_dir.parent)
+            written = tree_bytes(work) if full else 0
             shutil.rmtree(work, ignore_errors=True)
+            if full:
+                raise MatchnasError(no_space(out_dir, written)) from None
         raise
     finally:
         lock.release()
