@@ -72,10 +72,13 @@ def test_shards_partition_the_global_batch():
 
 
 @pytest.mark.slow
-def test_ctrl_c_under_torchrun_saves_one_checkpoint_at_a_step_all_ranks_agree_on(tmp_path):
-    """The terminal's Ctrl-C reaches the launcher and both ranks (one process group), and the
-    launcher forwards it to the ranks once more: the run must stop at a step boundary with a
-    checkpoint, not die mid-step or hang in a collective."""
+@pytest.mark.parametrize("signum, said", [(signal.SIGINT, "matchnas: interrupted: step "),
+                                          (signal.SIGTERM, "matchnas: terminated (SIGTERM): step ")],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_under_torchrun_saves_one_checkpoint_at_a_step_all_ranks_agree_on(signum, said, tmp_path):
+    """The terminal's Ctrl-C (or a scheduler's SIGTERM to the job) reaches the launcher and both
+    ranks (one process group), and the launcher forwards it to the ranks once more: the run must
+    stop at a step boundary with a checkpoint, not die mid-step or hang in a collective."""
     out = tmp_path / "run"
     command = _command(out, 2, ["train.steps=400", "train.checkpoint_every=300"])
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -83,9 +86,9 @@ def test_ctrl_c_under_torchrun_saves_one_checkpoint_at_a_step_all_ranks_agree_on
     deadline = time.time() + 240
     while time.time() < deadline and len(metrics.read_text().splitlines() if metrics.exists() else []) < 2:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signum)
     _, err = proc.communicate(timeout=120)
-    assert "matchnas: interrupted: step " in err, err[-2000:]
+    assert said in err, err[-2000:]
     step = torch.load(out / LATEST, weights_only=True)["step"]
     assert 2 <= step < 300, "the checkpoint is the interrupt's, not a periodic one"
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == list(range(1, step + 1))
