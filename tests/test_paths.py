@@ -91,8 +91,6 @@ def test_impossible_destination_is_refused_before_the_work(command, bad, run, tm
     monkeypatch.chdir(tmp_path)
     make, message = BAD[bad]
     dest = make(tmp_path)
-    if command == "search" and bad == "empty":
-        pytest.skip("search --out '' is the default: the run's own folder")
     before = sorted(p.name for p in tmp_path.iterdir())
     status, err = run_cli(COMMANDS[command](run, dest), capsys)
     assert status == 2 and one_line(err) and message in err, err

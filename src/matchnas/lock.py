@@ -64,7 +64,7 @@ class FolderLock:
                 os.close(fd)
                 self._remove_created()
                 raise MatchnasError(f"{self.folder} is in use by another matchnas process ({holder}); "
-                                    "wait for it to finish, or stop it (its work is saved) and run again") from None
+                                    "wait for it to finish, or stop it, then run this again") from None
             except OSError as err:
                 if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
                     os.close(fd)
@@ -74,7 +74,7 @@ class FolderLock:
                 break
             os.close(fd)  # the previous holder unlinked it between our open and our flock
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": f"matchnas {self.command}",
-                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+                  "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
         self._fd, self._key, self._depth = fd, key, 1

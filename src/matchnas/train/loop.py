@@ -14,6 +14,7 @@ Run directory:
                          ``split.method`` is set; also inside each later checkpoint
   plan.json              the training plan and its time estimate, when the run was planned
   timing.json            the run's measured seconds next to that estimate
+  .matchnas.lock         while a process writes the run (its pid, host, command): one writer at a time
 """
 
 from __future__ import annotations
