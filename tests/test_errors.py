@@ -154,6 +154,7 @@ BAD_ARGUMENT = {
     "export": ["/no/such/run", "--out", "bundle"],
     "predict": ["/no/such/bundle", "x.png"],
     "demo": ["--experiment", "/no/such/experiment.yaml"],
+    "build": ["/no/such/folder", "--budgets", "5M", "--out", "bundle"],
 }
 
 

@@ -166,3 +166,24 @@ def test_bad_data_or_time_is_one_line_and_writes_nothing(make, args, message, tm
     status, _, err = run_cli(["train", "--data", root, "--out", out, *FAST, *args], capsys)
     assert status == 2 and err.count("\n") == 1 and "Traceback" not in err and message in err, err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_build_runs_each_stage_once_and_redoes_only_what_changed(tmp_path, capsys):
+    root = image_folder(tmp_path / "data")
+    out = tmp_path / "build"
+    args = ["build", root, "--budgets", "3M,20M", "--out", out, *FAST, "--set", "train.steps=2"]
+    status, printed, err = run_cli(args, capsys)
+    assert status == 0, err
+    assert (out / "run" / "eval.json").exists() and (out / "bundle" / "manifest.json").exists()
+    manifest = (out / "bundle" / "manifest.json").read_bytes()
+    status, printed, err = run_cli(args, capsys)
+    assert status == 0, err
+    assert "trained already" in printed and "made for these budgets already" in printed
+    assert "exported from these selections already" in printed
+    assert (out / "bundle" / "manifest.json").read_bytes() == manifest
+    args[3] = "4M,20M"  # new budgets: the search and the export are made again, the training is not
+    status, printed, err = run_cli(args, capsys)
+    assert status == 0, err
+    assert "trained already" in printed and "strategy fixed" in printed and "wrote" in printed
+    assert json.loads((out / "run" / "selections.json").read_text())["picks"][0]["budget"] == 4e6

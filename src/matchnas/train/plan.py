@@ -118,6 +118,9 @@ def describe(plan: Plan) -> str:
     lines.append(f"train    {t.steps} steps of {t.batch_size} labelled + {t.batch_size * t.unlabeled_ratio} unlabelled, "
                  f"{kind}; lr {t.lr}, cosine after {t.warmup_steps} warm-up steps")
     lines.append(f"device   {plan.device}, {plan.threads} thread{'s' * (plan.threads != 1)}; run folder {plan.run_dir}")
+    if plan.device.startswith("cuda"):
+        lines.append("         on a GPU the step is launch-bound, but larger batches or more unlabelled images per step "
+                     "(FixMatch's mu = 7) are not measured yet: the batch is the CPU's")
     for choice in plan.choices:
         lines.append(f"  {choice.key} = {choice.value}: {choice.reason}")
     if plan.estimate is None:
