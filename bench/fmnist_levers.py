@@ -1,4 +1,4 @@
-"""Issue 13's lever screen on Fashion-MNIST: the supernet at today's defaults (baseline) against one
+"""The lever screen on Fashion-MNIST: the supernet at today's defaults (baseline) against one
 row per training lever, on one seed, at the suite's protocol (suite.py). Per row: maxnet, a fixed
 mid-size subnet and minnet test top-1 (BN recalibrated), and the mean seconds per training step.
 
@@ -32,8 +32,8 @@ from matchnas.io import atomic_write_text
 from matchnas.space import SearchSpace, SubnetConfig
 from matchnas.space_file import load_space
 
-# One row per lever setting (issue 13, "Levers to study"); the name is also the run's name.
-# The plain sandwich of the papers: every lever off (the defaults before issue 13's screen).
+# One row per lever setting; the name is also the run's name.
+# The plain sandwich of the papers: every lever off (the defaults before the screen chose the teacher first).
 PLAIN = ["train.teacher_warmup=0", "train.student_ramp=0"]
 
 ROWS: dict[str, list[str]] = {

@@ -1,4 +1,4 @@
-"""Does size matter? (issue 13): over 30 seeded random subnets of one trained lever-screen run
+"""Does size matter? Over 30 seeded random subnets of one trained lever-screen run
 (inherited weights, BN recalibrated), the Spearman correlation of FLOPs with test top-1.
 
 Usage: python bench/fmnist_size_matters.py [--quick] [--steps N] [--rows baseline ...] [--n 30] [--device cuda]
@@ -6,7 +6,7 @@ Usage: python bench/fmnist_size_matters.py [--quick] [--steps N] [--rows baselin
 
 Each row is the cached run of ``bench/fmnist_levers.py`` with the same name and mode (trained here
 if missing), so "before" is the ``baseline`` row and "after" any lever row. Writes
-``bench/results/fmnist_size_matters-<mode>.json``; issue 13 asks for rho >= 0.5. Per run it also
+``bench/results/fmnist_size_matters-<mode>.json``; the bar is rho >= 0.5. Per run it also
 gives each dimension's rho with top-1 and the mean top-1 by resolution (what carries accuracy).
 One seed (the mode's first) unless ``--seeds`` names more.
 """

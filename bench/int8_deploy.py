@@ -1,4 +1,4 @@
-"""float32 vs static int8 for a trained Fashion-MNIST supernet's picks (issue 15).
+"""float32 vs static int8 for a trained Fashion-MNIST supernet's picks.
 
 Usage: OMP_NUM_THREADS=1 PYTHONPATH=src python bench/int8_deploy.py
        [--run bench/runs/full/supernet-full-s0] [--budgets 4M,8M,12M] [--out /tmp/int8-bench]

@@ -1,4 +1,4 @@
-"""Lookup-table latency predictor vs whole-model measurement (issue 4).
+"""Lookup-table latency predictor vs whole-model measurement.
 
 Usage: python bench/latency_predictor.py [--space efficientnet-lite0] [--runtime onnxruntime]
        [--configs 50] [--threads 1] [--out runs/latency]

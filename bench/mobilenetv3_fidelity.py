@@ -1,4 +1,4 @@
-"""The converted MobileNetV3-Large maxnet against geffnet's implementation (issue 14).
+"""The converted MobileNetV3-Large maxnet against geffnet's implementation.
 
 Usage: python bench/mobilenetv3_fidelity.py   (needs `pip install --no-deps geffnet`)
 

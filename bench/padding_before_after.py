@@ -1,4 +1,4 @@
-"""Table 3 and accuracy against FLOPs before and after TensorFlow "same" padding (issue 12).
+"""Table 3 and accuracy against FLOPs before and after TensorFlow "same" padding.
 
 Usage: python bench/padding_before_after.py [--seed 0]
 
@@ -31,7 +31,7 @@ def seed_value(result: dict, row: str, net: str, seed: int) -> float | None:
 
 def after_table3() -> list[dict]:
     """Every Table 3 result made after the change: the row subsets of the padding study first (the
-    fewest rows first: ``-abd-`` was later re-run with issue 13's default supernet), then the rest."""
+    fewest rows first: ``-abd-`` was later re-run with the teacher-first default supernet), then the rest."""
     names = sorted((p.name for p in RESULTS.glob("fmnist_table3-*-full.json")), key=lambda n: (len(n), n))
     return [r for r in map(load, names) if r is not None]
 

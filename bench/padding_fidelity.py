@@ -1,4 +1,4 @@
-"""How much of the pre-trained network survives symmetric padding (issue 12).
+"""How much of the pre-trained network survives symmetric padding.
 
 Usage: python bench/padding_fidelity.py [--crops 16] [--resolutions 224 64 32 24]
 

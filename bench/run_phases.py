@@ -1,4 +1,4 @@
-"""The phases of a training run from its ``metrics.jsonl`` (issue 13's teacher-first analysis).
+"""The phases of a training run from its ``metrics.jsonl`` (the teacher-first analysis).
 
 Usage: python bench/run_phases.py RUN_DIR [RUN_DIR ...] [--warmup-steps 200]
 

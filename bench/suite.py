@@ -11,8 +11,8 @@ once (resuming it if a previous invocation was interrupted) and every script tha
 run reuses it; results go to ``bench/results/*.json`` and plots to ``docs/img/*.png``.
 ``--quick`` runs fewer steps (see MODES) so a script finishes in minutes; ``--steps N`` and
 ``--set key=value`` make a variant of the protocol with its own runs and results (e.g. what was
-tried to make a claim hold); ``--protocol 64px`` names the variant where issue 13's claims are
-made (PROTOCOLS).
+tried to make a claim hold); ``--protocol 64px`` names the variant where the suite's headline claims
+are made (PROTOCOLS).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ MODES = {"quick": Mode("quick", 150, (0,)), "full": Mode("full", 1000, (0, 1))}
 
 # Named protocols: the settings and steps that ``--protocol`` adds, exactly as the equivalent
 # ``--set``/``--steps`` flags would (same runs, same results). "32px" is the CPU protocol above;
-# "64px" is the one where issue 13's bars hold together (docs/benchmarks.md): 64 px images, the
+# "64px" is the one where the headline claims hold together (docs/benchmarks.md): 64 px images, the
 # 32-64 px space, 2000 steps: a GPU job (about 45 min per supernet run on one CPU thread).
 PROTOCOLS = {
     "32px": ((), None),

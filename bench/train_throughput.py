@@ -7,7 +7,7 @@ Lite0 space on digits at 32 px: per step, B labelled + mu*B unlabelled images; t
 is split into data (batch indices, weak and strong views, normalisation), forward+backward of the
 sandwich (teacher + subnets), and the optimizer step. Prints a Markdown table.
 
-``--teacher-warmup F`` also times the teacher's warm-up step (the maxnet alone, issue 13)
+``--teacher-warmup F`` also times the teacher's warm-up step (the maxnet alone, ``train.teacher_warmup``)
 interleaved with the sandwich step, one of each in turn on the same batches, so that both see the
 same machine load, and prints what a run whose first F of the steps are warm-up costs against a
 plain sandwich run of equal steps: ``F * warm-up/sandwich + (1 - F)``.

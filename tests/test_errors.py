@@ -1,5 +1,5 @@
 """Bad input a user can give, checked before any work: one line on stderr, exit status 2, no
-traceback, nothing written. One test per family of bad input (issue 16), parametrised over the
+traceback, nothing written. One test per family of bad input, parametrised over the
 commands where it applies; the families about runs on disk are in ``test_errors_runs.py``."""
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""Faults around runs and bundles on disk (issue 16): runs stopped before their first checkpoint,
+"""Faults around runs and bundles on disk: runs stopped before their first checkpoint,
 Ctrl-C, files that are not what they should be, unwritable destinations, leftovers of killed
 writers and file permissions. One test per family, parametrised over the commands it concerns."""
 

@@ -1,4 +1,4 @@
-"""Issue 13's training levers: each does what its setting says, and the defaults change nothing."""
+"""The training levers: each does what its setting says, and the defaults change nothing."""
 
 import copy
 import json

@@ -1,4 +1,4 @@
-"""Pre-trained EfficientNet-Lite checkpoints -> supernet (METHOD.md, "From a pre-trained network
+"""Pre-trained EfficientNet-Lite checkpoints -> supernet (docs/method.md, "From a pre-trained network
 to a supernet").
 
 1. Every tensor of the checkpoint, BN running statistics included, is renamed to its supernet slot.

@@ -1,5 +1,5 @@
 """Accuracy of a subnet: extract it, re-calibrate its BN on weak views of training images, and
-measure top-1 on a labelled set (METHOD.md, "Evaluation protocol").
+measure top-1 on a labelled set (docs/method.md, "Evaluation protocol").
 
 Every function takes the run's input ``normalisation`` (:attr:`matchnas.run.RunData.normalisation`);
 the default, EfficientNet-Lite's, is there for callers that predate backbones with another one.

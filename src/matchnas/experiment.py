@@ -52,7 +52,7 @@ class TrainConfig:
     warmup_steps: int = 25
     n_random: int = 2  # random subnets per step besides the max and min (sandwich rule)
     tau: float = 0.95  # pseudo-label confidence threshold
-    label_smoothing: float = 0.0  # eps; 0 by default: 0.1 starves tau (METHOD.md, Pitfalls)
+    label_smoothing: float = 0.0  # eps; 0 by default: 0.1 starves tau (docs/method.md, Pitfalls)
     lambda_u: float = 1.0
     lambda_kd: float = 1.0
     loss: str = "full"  # sup | fm | kd | full
@@ -66,8 +66,8 @@ class TrainConfig:
     sync_bn: bool = False  # under torchrun: batch statistics over all ranks
     checkpoint_every: int = 50
     recalibration_images: int = 512  # weak-view training images used to re-estimate BN
-    # Training levers of issue 13 (train/levers.py). A default differs from the recipe before the
-    # levers only where a measurement says so (docs/benchmarks.md, "the lever screen").
+    # Training levers (train/levers.py; docs/method.md, "Training levers"). A default differs from
+    # the papers' plain sandwich only where a measurement says so (docs/benchmarks.md, "The lever screen").
     # The teacher first (OFA's progressive shrinking; DepS, arXiv 2407.06167): for the first
     # ``teacher_warmup`` fraction of the steps only the maxnet trains (labels + FixMatch; students
     # are not even forwarded), then the students' loss weight ramps linearly from 0 to 1 over the
@@ -87,14 +87,14 @@ class TrainConfig:
     # and the cosine schedule's final lr as a fraction of ``lr``.
     body_lr_scale: float = 1.0
     final_lr: float = 0.0
-    # Mean teacher (lever 5): the pseudo-labels and distillation targets come from an exponential
+    # Mean teacher: the pseudo-labels and distillation targets come from an exponential
     # moving average of the weights with this decay (train/levers.py); 0 = the online maxnet.
     ema_teacher: float = 0.0
 
 
 @dataclass
 class NarrowConfig:
-    """Search-space narrowing before training (MatchNAS-dagger, METHOD.md)."""
+    """Search-space narrowing before training (MatchNAS-dagger, docs/method.md)."""
 
     proxy: str | None = None  # a zero-cost proxy name; None: train on the whole space
     candidates: int = 1000  # K configs sampled and scored on the converted supernet
@@ -104,7 +104,7 @@ class NarrowConfig:
 
 @dataclass
 class SplitConfig:
-    """Few-shot splitting by gradient matching (GM-NAS, METHOD.md): after ``at * train.steps``
+    """Few-shot splitting by gradient matching (GM-NAS, docs/method.md): after ``at * train.steps``
     one-shot steps, ``edges`` edges are split into sub-supernets that train for the remaining steps."""
 
     method: str = "none"  # none | gm (gradient matching) | random (the paper's control)
@@ -226,7 +226,7 @@ _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _validate_levers(t: TrainConfig) -> None:
-    """The training levers of issue 13 beyond their ranges (one-line errors that name the key)."""
+    """The training levers beyond their ranges (one-line errors that name the key)."""
     if t.distill_view not in ("weak", "strong"):
         raise MatchnasError(f"train.distill_view must be one of weak, strong, got {t.distill_view!r}")
     if t.teacher_warmup + t.student_ramp > 1.0:

@@ -12,8 +12,8 @@ What it reads, in order of preference:
   input shape (or ``resolution`` when that is dynamic), RGB, EfficientNet-Lite's normalisation
   ``(x - 127) / 128``, and class indices as names.
 
-``mean``/``std`` in a manifest's ``preprocess`` are numbers (EfficientNet-Lite's 127/128, and every
-bundle made before backbones had their own) or per-channel R, G, B lists (MobileNetV3: ImageNet's
+``mean``/``std`` in a manifest's ``preprocess`` are numbers (EfficientNet-Lite's 127/128, also in
+bundles whose manifest predates per-channel values) or per-channel R, G, B lists (MobileNetV3: ImageNet's
 on 0..255); a grey model takes the lists' averages, as training does.
 
 Preprocessing repeats training's (:mod:`matchnas.data.folders` then

@@ -1,6 +1,6 @@
 """Zero-cost proxies: score a subnet with the trained supernet's weights, without training.
 
-MatchNAS (METHOD.md, "Choosing subnets after training", zero-shot search) ranks the candidates
+MatchNAS (docs/method.md, "Choosing subnets after training", zero-shot search) ranks the candidates
 that meet a budget by a proxy computed on one batch of **unlabelled** images. Every proxy is one
 function of a :class:`ProxyInput`, found by name in one registry (:data:`PROXIES`,
 :func:`get_proxy`); the list of proxies follows the survey (papers/zero-shot-nas-survey.txt, Li et

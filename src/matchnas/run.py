@@ -6,9 +6,9 @@ few-shot plan) and gets the checkpoint's weights, so a shipped space file edited
 changes a trained model's function. :class:`Run` then offers what every reader of a run needs:
 
 - ``run.subnet(config)`` / ``run.subnet(budget="8M", metric="flops")``: the extracted subnet, a
-  plain ``nn.Module`` in eval mode with BN re-calibrated (METHOD.md, "BN recalibration");
+  plain ``nn.Module`` in eval mode with BN re-calibrated (docs/method.md, "BN recalibration");
 - ``run.top1(config, split)``: its top-1 on the test or validation split, the one implementation of
-  "recalibrate BN, then measure top-1" (METHOD.md, "Evaluation protocol");
+  "recalibrate BN, then measure top-1" (docs/method.md, "Evaluation protocol");
 - ``run.selection_index`` (TOFA's ``I(a)``), ``run.pool`` (the narrowed pool, or None) and
   ``run.fewshot_plan`` (the few-shot split, or None).
 """

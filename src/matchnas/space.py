@@ -2,7 +2,7 @@
 
 A :class:`SearchSpace` lists, for every stage of an MBConv network, the allowed depths (number of
 blocks), output widths, and per block the allowed depthwise kernel sizes and expansion ratios, plus
-the allowed input resolutions (METHOD.md, "Objects"). Choices may differ per block (OFA style); a
+the allowed input resolutions (docs/method.md, "Objects"). Choices may differ per block (OFA style); a
 stage with ``per_block: false`` chooses its kernel and expansion once for all its blocks (TOFA,
 "3.3 TOFA Search Space").
 

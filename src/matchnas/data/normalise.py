@@ -46,7 +46,8 @@ class Normalisation:
     @classmethod
     def from_record(cls, record: dict | None) -> Normalisation:
         """A checkpoint's (or manifest's) record; None (a run made before it was recorded) is
-        EfficientNet-Lite's, the only backbone there was. A scalar stands for all channels."""
+        EfficientNet-Lite's: a checkpoint without the record is an EfficientNet-Lite run, the one
+        backbone whose runs did not record it. A scalar stands for all channels."""
         if record is None:
             return LITE_NORMALISATION
 

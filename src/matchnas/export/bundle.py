@@ -111,8 +111,9 @@ def export_run(
         "color": "grey" if data.sets.labeled.images.shape[1] == 1 else "rgb",
         "fit_size": experiment.data.image_size,
         "channels": supernet.in_chans,
-        # EfficientNet-Lite: 127/128 as scalars (what every bundle said before backbones had their
-        # own); per-channel (R, G, B) lists otherwise, e.g. MobileNetV3's ImageNet mean/std
+        # EfficientNet-Lite: 127/128 as scalars (the form every reader of a manifest understands,
+        # older matchnas predict included); per-channel (R, G, B) lists otherwise, e.g.
+        # MobileNetV3's ImageNet mean/std
         "mean": norm.manifest_values()[0],
         "std": norm.manifest_values()[1],
         "layout": "NCHW",

@@ -19,12 +19,13 @@ edges). So a prediction is
 with ``intercept`` and ``overhead`` (ms per part) fitted on a few calibration configs measured
 whole (``measured - sum(table) = intercept - overhead * n_parts``, least squares on the relative
 error; :meth:`LatencyTable.calibrated`). The cost is a
-pure function of the config (METHOD.md, "Choosing subnets": budget metrics are functions of the
+pure function of the config (docs/method.md, "Choosing subnets": budget metrics are functions of the
 config alone); it never runs a network.
 
-Measured (docs/benchmarks.md, issue 4; Lite0 space at 24-32 px, 1 thread): with onnxruntime 98-100%
-of 52 subnets are predicted within +-10% (median |error| 1.0-1.6%); with torch eager 58-92%, no
-better than two measurements of the same subnet agree with each other (90%).
+Measured (docs/benchmarks.md, "Latency: lookup-table predictor vs measurement"; Lite0 space at
+24-32 px, 1 thread): with onnxruntime 98-100% of 52 subnets are predicted within +-10% (median
+|error| 1.0-1.6%); with torch eager 58-92%, no better than two measurements of the same subnet
+agree with each other (90%).
 
 Files: :mod:`~matchnas.latency.parts` (the shapes), :mod:`~matchnas.latency.measure` (timing),
 :mod:`~matchnas.latency.table` (the lookup table and its build).

@@ -3,7 +3,7 @@
 Each holds the weights of the largest choice and takes the smaller choice as a ``forward``
 argument; none stores an "active" size. Input channels are read from the input tensor, output
 channels and kernel size are arguments. ``static(...)`` returns the plain ``torch.nn`` layer with
-copied weights that the same arguments select (METHOD.md, "Objects": slicing).
+copied weights that the same arguments select (docs/method.md, "Objects": slicing).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
 
     In training mode the running statistics of those channels are updated in place through views,
     as in OFA's ``DynamicBatchNorm2d``; they are shared by every subnet, which is why each subnet
-    is re-calibrated before evaluation (METHOD.md, "BN recalibration").
+    is re-calibrated before evaluation (docs/method.md, "BN recalibration").
     """
 
     synchronized = False  # set by matchnas.train.distributed.synchronize_batch_norms

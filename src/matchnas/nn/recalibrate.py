@@ -1,4 +1,4 @@
-"""BN recalibration (METHOD.md, "BN recalibration"; OFA's ``set_running_statistics``).
+"""BN recalibration (docs/method.md, "BN recalibration"; OFA's ``set_running_statistics``).
 
 Shared BN statistics belong to no single subnet, so before a subnet is evaluated, searched on,
 exported or measured, its running statistics are reset and re-estimated on a few hundred training

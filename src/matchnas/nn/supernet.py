@@ -7,7 +7,7 @@ with bias to ``space.feature_width`` and the head activation follow the pool (``
 The activations are the space's (``stem_act``, each stage's ``act``, ``head_act``;
 ReLU6 for EfficientNet-Lite). Strided convs pad as the space says (``space.padding``: TensorFlow "same" for
 EfficientNet-Lite, computed from the input size at run time; or symmetric ``k // 2``). Stem and head
-widths are fixed; everything in a stage is elastic (METHOD.md,
+widths are fixed; everything in a stage is elastic (docs/method.md,
 "Objects": first ``d`` blocks, first ``w`` output channels, first ``e * c_in`` hidden channels,
 centre ``k x k`` of each depthwise kernel through the kernel transform).
 """

@@ -1,4 +1,4 @@
-"""Selection strategies: one protocol, one registry (METHOD.md, "Choosing subnets after
+"""Selection strategies: one protocol, one registry (docs/method.md, "Choosing subnets after
 training: no retraining, any number of budgets").
 
 A strategy gets a :class:`SearchContext` (the trained supernet, a cost metric, the selection index,
@@ -187,10 +187,11 @@ def fixed_rule(ctx: SearchContext, budgets: list[float], argument: str) -> Searc
     Why: TOFA selects "a subnet within each size range", but in a space of ~1e14 configs almost
     every random subnet is sampled once, so ``I(a)`` is the step it was drawn at and the literal
     rule (``fixed-literal``) returns the most recently sampled subnet under the budget: the same
-    small subnet for every budget (issue 13). Within the band the most recent (highest-index)
-    subnet still wins, so the rule keeps TOFA's preference for late, well-trained subnets while
-    the pick grows with the budget. ``a_max`` answers any budget it fits, as in the literal rule;
-    a budget whose band holds no indexed subnet falls back to the literal rule."""
+    small subnet for every budget (docs/benchmarks.md, "The fixed rule uses the budget"). Within
+    the band the most recent (highest-index) subnet still wins, so the rule keeps TOFA's
+    preference for late, well-trained subnets while the pick grows with the budget. ``a_max``
+    answers any budget it fits, as in the literal rule; a budget whose band holds no indexed subnet
+    falls back to the literal rule."""
     band = _band(argument)
     literal = literal_fixed_rule(ctx, budgets, "")
     picks = []

@@ -1,5 +1,6 @@
-"""Training levers of issue 13 that are not losses: when the students join the sandwich, how the
-students' gradient is kept from fighting the maxnet's, and a mean teacher.
+"""Training levers that are not losses (docs/method.md, "Training levers"): when the students
+join the sandwich, how the students' gradient is kept from fighting the maxnet's, and a mean
+teacher.
 
 Each is a function of the step, of gradient tensors, or of the weights after an optimizer step, so
 a resumed run and every rank of a distributed run compute the same thing from ``(seed, step)``.

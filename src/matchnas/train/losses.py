@@ -1,4 +1,4 @@
-"""Losses of one training step (METHOD.md, "One training step"): pure functions of tensors.
+"""Losses of one training step (docs/method.md, "One training step"): pure functions of tensors.
 
 Shapes: logits ``(N, K)``, labels ``(N,)`` int64, probabilities ``(N, K)``.
 """

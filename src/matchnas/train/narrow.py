@@ -1,4 +1,4 @@
-"""Search-space narrowing before training (MatchNAS's dagger variant, METHOD.md "Choosing
+"""Search-space narrowing before training (MatchNAS's dagger variant, docs/method.md "Choosing
 subnets after training"): sample ``K`` configs, score each with a zero-cost proxy on the converted
 (pre-trained) supernet, keep the best fraction within each FLOPs bin, and train only on that pool
 plus ``a_max`` and ``a_min``. The pool is saved as ``pool.json`` in the run directory."""

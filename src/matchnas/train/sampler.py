@@ -1,7 +1,7 @@
 """Which subnets a step trains (the sandwich rule); TOFA's selection index is :mod:`matchnas.selection_index`.
 
 The subnets of step ``t`` are a pure function of ``(seed, t)``: every process of a distributed run,
-and a resumed run, samples the same ones (METHOD.md, "One training step", DDP note).
+and a resumed run, samples the same ones (docs/method.md, "One training step", DDP note).
 """
 
 from __future__ import annotations

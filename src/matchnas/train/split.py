@@ -1,4 +1,4 @@
-"""Few-shot supernets split by gradient matching (GM-NAS; METHOD.md, "Few-shot splitting by
+"""Few-shot supernets split by gradient matching (GM-NAS; docs/method.md, "Few-shot splitting by
 gradient matching").
 
 An *edge* is one choice of the network every subnet makes: the depthwise kernel size or the

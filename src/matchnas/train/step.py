@@ -1,4 +1,4 @@
-"""One training step of the sandwich rule, semi-supervised (METHOD.md, "One training step").
+"""One training step of the sandwich rule, semi-supervised (docs/method.md, "One training step").
 
 The step takes the subnets to train (``configs[0]`` is the teacher: the maxnet, or the single
 model), runs each on one concatenated batch (labelled weak view, unlabelled strong view,
@@ -47,7 +47,7 @@ class LossSettings:
     label_smoothing: float = 0.0
     lambda_u: float = 1.0
     lambda_kd: float = 1.0
-    # Issue 13's levers (their meaning: experiment.TrainConfig); defaults = the plain sandwich.
+    # Training levers (their meaning: experiment.TrainConfig); defaults here = the plain sandwich.
     student_sup_weight: float = 1.0
     distill_labelled: bool = False
     distill_view: str = "weak"  # weak | strong
@@ -100,7 +100,7 @@ def train_step(
     students' gradient against the maxnet's, with ``project_conflicts``).
 
     Each student's loss is ``student_weight * (student_sup_weight * (L_lab + lambda_u * L_fm) +
-    lambda_kd * L_kd)``, the teacher's ``L_lab + lambda_u * L_fm`` (METHOD.md, step 3).
+    lambda_kd * L_kd)``, the teacher's ``L_lab + lambda_u * L_fm`` (docs/method.md, step 3).
 
     With ``mean_teacher`` (a weight average of ``model``: ``train.ema_teacher``) the pseudo-labels
     and distillation targets come from its forward at ``configs[0]``, without gradient, of the
