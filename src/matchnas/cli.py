@@ -16,6 +16,10 @@ from matchnas.space_file import load_space
 
 # Commands import what they need when they run: `matchnas predict` must work without PyTorch.
 
+# What `matchnas --help` says first: plain text (the module docstring is reStructuredText).
+DESCRIPTION = ("Turn a pre-trained MBConv CNN into a weight-sharing supernet, train it semi-supervised "
+               "on sparse labels, pick a subnet for each device budget with no retraining, and export it.")
+
 
 def at_least(minimum: int | float, kind=int):
     """An argparse type: a number of ``kind`` no smaller than ``minimum`` (refused before any work,
@@ -200,7 +204,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="matchnas", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="matchnas", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     space = commands.add_parser("space", help="print a search space, its size and its cost range")
     space.add_argument("--backbone", help="pre-trained network (default: the space's, efficientnet-lite0 without --space)")
