@@ -8,7 +8,8 @@ steps for every method.
 
 Runs are cached: ``ensure_run(name, overrides, mode, seed)`` trains ``bench/runs/<mode>/<name>-s<seed>``
 once (resuming it if a previous invocation was interrupted) and every script that needs the same
-run reuses it; results go to ``bench/results/*.json`` and plots to ``docs/img/*.png``.
+run reuses it; results go to ``bench/results/*.json`` and plots to ``docs/img/*.png`` (short names
+by content: ``plot_name``).
 ``--quick`` runs fewer steps (see MODES) so a script finishes in minutes; ``--steps N`` and
 ``--set key=value`` make a variant of the protocol with its own runs and results (e.g. what was
 tried to make a claim hold); ``--protocol 64px`` names the variant where the suite's headline claims
@@ -187,9 +188,32 @@ def write_results(script: str, mode: Mode, body: dict) -> Path:
     return path
 
 
+# Short labels by content for the variants a plot in docs/ shows. Run folders and result files keep
+# the flag string (``Mode.folder``: it selects cached runs and results); only plot names are short.
+# A variant not listed here keeps its flag string in the plot's name, so no two variants collide.
+PLOT_LABELS = {
+    "quick": "quick",
+    "full": "32px",
+    "full+train.steps=2000": "32px-2000steps",
+    "full+model.space=spaces_efficientnet-lite0-16to32.yaml": "32px-16to32",
+    "full+model.space=spaces_efficientnet-lite0-16to32.yaml+train.steps=2000": "32px-16to32-2000steps",
+    "full+data.image_size=64+model.space=efficientnet-lite0-64": "64px-48to64-1000steps",
+    "full+data.image_size=64+model.space=spaces_efficientnet-lite0-32to64.yaml": "64px-1000steps",
+    "full+data.image_size=64+model.space=spaces_efficientnet-lite0-32to64.yaml+train.steps=2000": "64px",
+}
+
+
+def plot_name(script: str, mode: Mode) -> str:
+    """The file name of ``script``'s plot for ``mode``, by content: ``fmnist_table3`` at
+    ``--protocol 64px`` is ``table3-64px.png``, its rows a, b, d at the 32 px protocol
+    ``table3-abd-32px.png``."""
+    what = script.removeprefix("fmnist_").replace("_", "-")
+    return f"{what}-{PLOT_LABELS.get(mode.folder, mode.folder)}.png"
+
+
 def plot_path(script: str, mode: Mode) -> Path:
     IMAGES.mkdir(parents=True, exist_ok=True)
-    return IMAGES / f"{script}-{mode.folder}.png"
+    return IMAGES / plot_name(script, mode)
 
 
 def mean_std(values: list[float]) -> str:

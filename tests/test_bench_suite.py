@@ -46,3 +46,16 @@ def test_every_protocol_space_file_loads_from_any_directory(suite):
         experiment = module.experiment_for([], mode, 0)  # resolves paths from bench/
         space = load_space(experiment.model.space or experiment.model.backbone)
         assert max(space.resolutions) == experiment.data.image_size
+
+
+def test_plot_names_are_short_and_results_keep_the_flag_string(suite):
+    module, parse = suite
+    named = parse("--protocol", "64px")
+    assert module.plot_path("fmnist_table3", named).name == "table3-64px.png"
+    assert module.plot_path("fmnist_table3-abd", parse()).name == "table3-abd-32px.png"
+    assert module.plot_path("gm_split", parse("--steps", "2000")).name == "gm-split-32px-2000steps.png"
+    # the cached runs and result files are still selected by the flag string
+    assert module.run_path("supernet-full", named, 0).parent.name == named.folder
+    assert named.folder.startswith("full+data.image_size=64")
+    # a variant with no label keeps its flags in the plot's name: no two variants share a plot
+    assert module.plot_path("fmnist_table4", parse("--set", "train.tau=0.8")).name == "table4-full+train.tau=0.8.png"
