@@ -3,8 +3,9 @@
 MatchNAS (docs/method.md, "Choosing subnets after training", zero-shot search) ranks the candidates
 that meet a budget by a proxy computed on one batch of **unlabelled** images. Every proxy is one
 function of a :class:`ProxyInput`, found by name in one registry (:data:`PROXIES`,
-:func:`get_proxy`); the list of proxies follows the survey (papers/zero-shot-nas-survey.txt, Li et
-al. 2023) and each definition the original paper cited in its docstring.
+:func:`get_proxy`); the list of proxies follows the survey (Li et al. 2023, "Zero-Shot Neural
+Architecture Search: Challenges, Solutions, and Opportunities", arXiv 2307.01998) and each
+definition the original paper cited in its docstring.
 
 Shared conventions:
 - The caller's ``net`` is never modified: a proxy that runs the network works on a deep copy
