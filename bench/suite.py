@@ -1,4 +1,4 @@
-"""The Fashion-MNIST benchmark protocol shared by the ``bench/fmnist_*.py`` scripts (issue 6).
+"""The Fashion-MNIST benchmark protocol shared by the ``bench/fmnist_*.py`` scripts.
 
 Protocol: Fashion-MNIST at 32 px, the Lite0 space, 40 labels per class (400 labelled images), 20
 more labelled images per class as a validation split (used only where a method needs one: the
