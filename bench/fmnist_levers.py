@@ -58,8 +58,8 @@ ROWS: dict[str, list[str]] = {
     "teacher_warmup=0.2+student_ramp=0.2+project_conflicts": [
         "train.teacher_warmup=0.2", "train.student_ramp=0.2", "train.project_conflicts=true"],
     "teacher_warmup=0.4+student_ramp=0.2": ["train.teacher_warmup=0.4", "train.student_ramp=0.2"],
-    # Levers on top of the new default (the teacher first): a mean teacher (lever 5), more unlabelled
-    # images per step and a non-zero final learning rate (lever 7).
+    # Levers on top of the new default (the teacher first): a mean teacher, more unlabelled images
+    # per step and a non-zero final learning rate.
     **{f"teacher_warmup=0.2+student_ramp=0.2+{lever}": ["train.teacher_warmup=0.2", "train.student_ramp=0.2", f"train.{lever}"]
        for lever in ("ema_teacher=0.99", "unlabeled_ratio=2", "final_lr=0.1")},
 }
