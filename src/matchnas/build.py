@@ -32,8 +32,8 @@ def build(data_dir: str, out: str | Path, budgets: str, metric: str = "flops", s
     parse_budgets(budgets)
     check_options(strategy, metric, None)
     format_list, quantize = parse_formats(formats), parse_quantize(quantize)
+    check_writable(out, "--out", folder=True)
     out = Path(out)
-    check_writable(out, "--out")
     experiment = load_experiment(None, [f"data.source={data_dir}", *overrides])
 
     from matchnas.export import export_run

@@ -9,18 +9,25 @@ Planning writes nothing.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from matchnas import cost
+from matchnas import cost, devices
+from matchnas.checkpoint import FINAL
 from matchnas.data.survey import DataSurvey, survey
 from matchnas.defaults import Choice, resolve, steps_for_time
 from matchnas.experiment import Experiment
 from matchnas.search.budgets import format_cost
 from matchnas.space_file import load_space
+from matchnas.train.distributed import pick_device
 from matchnas.train.estimate import TIMED_STEPS, Estimate, estimate, teacher_steps
+from matchnas.train.loop import build_supernet, has_checkpoint, resume, train
+
+
+LONG_RUN_S = 8 * 3600  # a plan that takes longer says how to fit a budget
 
 
 @dataclass(frozen=True)
@@ -56,17 +63,19 @@ def make_plan(experiment: Experiment, run_dir: str | Path, device: torch.device,
             step count is then recorded in the experiment, so the run reproduces from its settings).
         timed: time a few steps for the estimate (needed with ``time_budget``).
     """
-    from matchnas.train.loop import build_supernet  # the loop imports this module's callers only
-
     data = survey(experiment.data.source, experiment.data.data_dir)
+    ignored = None
     if time_budget is not None and experiment.train.steps is None:
         experiment = replace(experiment, train=replace(experiment.train, steps=1))  # a placeholder, refitted below
     elif time_budget is not None:
-        time_budget = None  # train.steps set by the user wins; the plan says so
+        ignored, time_budget = time_budget[1], None  # train.steps set by the user wins
     resolved, choices = resolve(experiment, data)
+    if ignored is not None:
+        choices = [c if c.key != "train.steps" else Choice(c.key, c.value, f"set by you (--time {ignored} not applied)")
+                   for c in choices]
     timing = None
     if timed or time_budget is not None:
-        supernet = build_supernet(resolved, len(data.classes)).to(device, memory_format=_memory_format(device))
+        supernet = build_supernet(resolved, len(data.classes)).to(device, memory_format=devices.memory_format(device))
         timing = estimate(resolved, data, supernet, device)
     if time_budget is not None:
         seconds, text = time_budget
@@ -85,12 +94,6 @@ def _mean_step(timing: Estimate, experiment: Experiment) -> float:
     t = experiment.train
     share = 1.0 if t.single is not None else t.teacher_warmup
     return share * timing.teacher_step + (1 - share) * timing.sandwich_step
-
-
-def _memory_format(device: torch.device):
-    from matchnas import devices
-
-    return devices.memory_format(device)
 
 
 def describe(plan: Plan) -> str:
@@ -129,6 +132,8 @@ def describe(plan: Plan) -> str:
         s = plan.estimate
         lines.append(f"time     about {_duration(s.total)} ({s.steps} steps at {s.mean_step():.2f} s, "
                      f"loading {_duration(s.load)}, evaluation {_duration(s.evaluate)}; from {TIMED_STEPS} timed steps of each kind)")
+        if s.total > LONG_RUN_S:
+            lines.append(f"         more than {_duration(LONG_RUN_S)} here: --time DURATION trains the steps that fit a budget")
     return "\n".join(lines)
 
 
@@ -158,12 +163,6 @@ def train_planned(experiment: Experiment, run_dir: str | Path, time_budget: tupl
     """A run in ``run_dir``, whatever state it is in: a finished run's evaluation is returned as it
     is, an interrupted run is resumed as it was configured, and a new run is planned (the plan
     goes to ``echo``) and trained. The demo and ``matchnas build`` train through this."""
-    import json
-
-    from matchnas.checkpoint import FINAL
-    from matchnas.train.distributed import pick_device
-    from matchnas.train.loop import has_checkpoint, resume, train
-
     run_dir = Path(run_dir)
     if (run_dir / FINAL).exists() and (run_dir / "eval.json").exists():
         echo(f"{run_dir}: trained already; its evaluation is reused")
