@@ -128,7 +128,7 @@ def _evaluation_seconds(supernet, targets, data: DataSurvey, experiment: Experim
     images (or the held-out validation images), for each evaluated subnet."""
     held_out = data.test or experiment.data.val_per_class * len(data.classes)
     n_images = experiment.train.recalibration_images + held_out
-    batch = ready(images[:EVAL_BATCH].repeat(math.ceil(EVAL_BATCH / len(images)), 1, 1, 1)[:EVAL_BATCH])
+    batch = ready(images.repeat(math.ceil(EVAL_BATCH / len(images)), 1, 1, 1)[:EVAL_BATCH])
     seconds = 0.0
     for config in targets:
         net, x = supernet.extract(config).eval(), resize(batch, config.resolution)
