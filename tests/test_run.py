@@ -14,6 +14,7 @@ from matchnas.evaluate import accuracy, calibrated_subnet
 from matchnas.experiment import load_experiment
 from matchnas.run import open_run
 from matchnas.search.budgets import format_cost
+from matchnas.search.pick import config_for_budget, subnet_for_budget
 from matchnas.train import loop
 from tests.test_train import TINY
 
@@ -36,8 +37,8 @@ def test_subnet_for_a_budget_is_the_fixed_pick_with_recalibrated_bn(trained_run)
     run = open_run(trained_run)
     space, k = run.space, run.supernet.num_classes
     budget = (cost.flops(space, space.min(), k) + cost.flops(space, space.max(), k)) / 2
-    model = run.subnet(budget=format_cost(budget, "flops"), metric="flops")
-    config = run.config(budget=budget)
+    model = subnet_for_budget(run, format_cost(budget, "flops"), metric="flops")
+    config = config_for_budget(run, budget)
     assert isinstance(model, torch.nn.Module) and not model.training
     assert cost.flops(space, config, k) <= budget
     t = run.experiment.train
@@ -62,12 +63,10 @@ def test_top1_is_the_one_evaluation_protocol(trained_run):
 
 def test_bad_requests_are_one_line_errors(trained_run):
     run = open_run(trained_run)
-    with pytest.raises(MatchnasError, match="not both or neither"):
-        run.subnet()
     with pytest.raises(MatchnasError, match="unknown split 'train'"):
         run.top1(run.space.max(), "train")
     with pytest.raises(MatchnasError, match="fits flops budget"):
-        run.subnet(budget="1K")
+        subnet_for_budget(run, "1K")
     with pytest.raises(MatchnasError, match="not a run directory"):
         open_run(trained_run.parent)
 

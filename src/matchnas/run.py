@@ -5,8 +5,9 @@ what the checkpoint recorded (its space, the number of classes, the backbone's B
 few-shot plan) and gets the checkpoint's weights, so a shipped space file edited since never
 changes a trained model's function. :class:`Run` then offers what every reader of a run needs:
 
-- ``run.subnet(config)`` / ``run.subnet(budget="8M", metric="flops")``: the extracted subnet, a
-  plain ``nn.Module`` in eval mode with BN re-calibrated (docs/method.md, "BN recalibration");
+- ``run.subnet(config)``: the extracted subnet, a plain ``nn.Module`` in eval mode with BN
+  re-calibrated (docs/method.md, "BN recalibration"); the subnet for a budget is search's job
+  (:func:`matchnas.search.pick.subnet_for_budget`), one layer up;
 - ``run.top1(config, split)``: its top-1 on the test or validation split, the one implementation of
   "recalibrate BN, then measure top-1" (docs/method.md, "Evaluation protocol");
 - ``run.selection_index`` (TOFA's ``I(a)``), ``run.pool`` (the narrowed pool, or None) and
@@ -221,35 +222,19 @@ class Run:
             raise MatchnasError(f"{self.dir}: the run has no {split} split")
         return images
 
-    def config(self, config: SubnetConfig | str | None = None, *, budget: float | str | None = None,
-               metric: str = "flops", strategy: str = "fixed") -> SubnetConfig:
-        """A config: given (``"max"``, ``"min"``, a config, a config JSON file), or the pick of
-        ``strategy`` for ``budget`` (``"8M"`` or a number, in ``metric``'s unit)."""
-        if (config is None) == (budget is None):
-            raise MatchnasError("give a config or a budget, not both or neither")
-        if budget is None:
-            if isinstance(config, SubnetConfig):
-                self.space.validate(config)
-                return config
-            if config in ("max", "min"):
-                return self.space.max() if config == "max" else self.space.min()
-            return self.space.config_from_file(config, "config")
-        from matchnas.search.budgets import format_cost, parse_budgets
-        from matchnas.search.run import build_context
-        from matchnas.search.strategies import run_strategy
+    def config(self, config: SubnetConfig | str) -> SubnetConfig:
+        """A config of the run's space: ``"max"``, ``"min"``, a config, or a config JSON file.
+        The pick for a budget is search's (:func:`matchnas.search.pick.config_for_budget`)."""
+        if isinstance(config, SubnetConfig):
+            self.space.validate(config)
+            return config
+        if config in ("max", "min"):
+            return self.space.max() if config == "max" else self.space.min()
+        return self.space.config_from_file(config, "config")
 
-        ctx = build_context(self, metric)
-        (value,) = parse_budgets(str(budget))
-        (pick,) = run_strategy(strategy, ctx, [value]).picks
-        if pick.config is None:
-            raise MatchnasError(f"no config of {self.dir} fits {metric} budget {format_cost(value, metric)}: "
-                                f"the cheapest costs {format_cost(pick.cost, metric)}")
-        return pick.config
-
-    def subnet(self, config: SubnetConfig | str | None = None, *, budget: float | str | None = None,
-               metric: str = "flops", strategy: str = "fixed") -> StaticNet:
+    def subnet(self, config: SubnetConfig | str) -> StaticNet:
         """The extracted subnet (see :meth:`config`) with BN re-calibrated, in eval mode."""
-        chosen = self.config(config, budget=budget, metric=metric, strategy=strategy)
+        chosen = self.config(config)
         t = self.experiment.train
         pool = self.data.recalibration_pool
         return calibrated_subnet(self.supernet, chosen, pool, t.recalibration_images, t.seed, self.data.flip,
