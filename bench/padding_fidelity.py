@@ -21,8 +21,7 @@ from PIL import Image
 
 from matchnas.convert import BACKBONES, from_pretrained
 from matchnas.nn import Supernet
-from matchnas.space import SearchSpace
-from matchnas.space_file import load_space
+from matchnas.space_file import load_space, space_from_dict
 
 PHOTO = "tests/fixtures/chelsea-224.jpg"
 
@@ -54,7 +53,7 @@ def main() -> None:
     for r in args.resolutions:
         data = load_space("efficientnet-lite0").to_dict()
         data["resolutions"] = [r]
-        space = SearchSpace.from_dict(data)
+        space = space_from_dict(data)
         same = from_pretrained("efficientnet-lite0", space=space).eval()
         symmetric = Supernet(dataclasses.replace(space, padding="symmetric"), 1000).eval()
         symmetric.load_state_dict(same.state_dict())

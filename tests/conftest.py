@@ -6,6 +6,7 @@ import torch
 
 from matchnas.nn import Supernet
 from matchnas.space import SearchSpace
+from matchnas.space_file import space_from_dict
 
 TINY_SPACE = {
     "name": "tiny",
@@ -37,7 +38,7 @@ def randomize_batch_norms(module: torch.nn.Module, generator: torch.Generator) -
 
 @pytest.fixture
 def tiny_space() -> SearchSpace:
-    return SearchSpace.from_dict(TINY_SPACE)
+    return space_from_dict(TINY_SPACE)
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from matchnas.errors import MatchnasError
 from matchnas.latency import Runner, config_parts, enumerate_parts
 from matchnas.nn import Supernet
 from matchnas.proxies import PROXIES, proxy_input
-from matchnas.space import SearchSpace
-from matchnas.space_file import load_space
+from matchnas.space_file import load_space, space_from_dict
 
 from .conftest import TINY_SPACE, randomize_batch_norms
 
@@ -29,7 +28,7 @@ MIXED = {  # MobileNetV3's pattern: relu early, hard swish late and in the stem 
 
 @pytest.fixture
 def mixed_supernet():
-    space = SearchSpace.from_dict(MIXED)
+    space = space_from_dict(MIXED)
     torch.manual_seed(0)
     net = Supernet(space, num_classes=5)
     randomize_batch_norms(net, torch.Generator().manual_seed(1))
@@ -37,10 +36,10 @@ def mixed_supernet():
 
 
 def test_activations_are_read_from_the_space_and_round_trip():
-    space = SearchSpace.from_dict(MIXED)
+    space = space_from_dict(MIXED)
     assert (space.stem_act, [s.act for s in space.stages], space.head_act) == ("hswish", ["relu", "relu", "hswish"], "hswish")
-    assert SearchSpace.from_dict(space.to_dict()) == space
-    assert space.digest != SearchSpace.from_dict(TINY_SPACE).digest
+    assert space_from_dict(space.to_dict()) == space
+    assert space.digest != space_from_dict(TINY_SPACE).digest
 
 
 def test_the_default_activation_leaves_lite_spaces_and_their_digests_as_they_were():
@@ -48,7 +47,7 @@ def test_the_default_activation_leaves_lite_spaces_and_their_digests_as_they_wer
     explicit = {**lite.to_dict(), "stem_act": "relu6", "head_act": "relu6",
                 "stages": [dict(s, act="relu6") for s in lite.to_dict()["stages"]]}  # fmt: skip
     assert "stem_act" not in lite.to_dict() and all("act" not in s for s in lite.to_dict()["stages"])
-    assert SearchSpace.from_dict(explicit).digest == lite.digest
+    assert space_from_dict(explicit).digest == lite.digest
     kinds = {type(m) for m in Supernet(lite, 10).extract(lite.max()).modules()}
     assert nn.ReLU6 in kinds and not kinds & {nn.ReLU, nn.Hardswish}
 
@@ -60,7 +59,7 @@ def test_the_default_activation_leaves_lite_spaces_and_their_digests_as_they_wer
 ])  # fmt: skip
 def test_unknown_activation_is_a_one_line_error(where, data):
     with pytest.raises(MatchnasError, match=re.escape(f"{where} must be one of relu6, hswish, relu")):
-        SearchSpace.from_dict(data)
+        space_from_dict(data)
 
 
 def test_extraction_equals_the_supernet_with_the_space_activations(mixed_supernet):

@@ -10,7 +10,7 @@ from PIL import Image
 from matchnas.convert import BACKBONES, from_pretrained, sort_channels
 from matchnas.errors import MatchnasError
 from matchnas.space import SearchSpace
-from matchnas.space_file import load_space
+from matchnas.space_file import load_space, space_from_dict
 
 FIXTURE = "tests/fixtures/chelsea-224.jpg"  # CC0 photo of a tabby cat (scikit-image's "chelsea")
 IMAGENET_CATS = {281, 282, 283, 284, 285}  # tabby, tiger, Persian, Siamese, Egyptian cat
@@ -29,7 +29,7 @@ def _reference(name: str, resolution: int) -> torch.nn.Module:
 def _full_space(name: str, resolution: int) -> SearchSpace:
     data = load_space(name).to_dict()
     data["resolutions"] = [resolution]
-    return SearchSpace.from_dict(data)
+    return space_from_dict(data)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +51,7 @@ def test_a_space_that_pads_otherwise_than_the_backbone_is_refused():
     data = load_space("efficientnet-lite0").to_dict()
     data.pop("padding")  # a space file written before the key existed: symmetric k // 2
     with pytest.raises(MatchnasError, match="pads 'symmetric' but efficientnet-lite0 was trained with 'same'"):
-        from_pretrained("efficientnet-lite0", space=SearchSpace.from_dict(data))
+        from_pretrained("efficientnet-lite0", space=space_from_dict(data))
 
 
 def test_photo_gets_its_imagenet_class():
@@ -133,7 +133,7 @@ def test_space_wider_than_the_checkpoint_is_refused():
     data = load_space("efficientnet-lite0").to_dict()
     data["stages"][3]["width"] = [80, 96]
     with pytest.raises(MatchnasError, match="stage 3 width 96 > pre-trained 80"):
-        from_pretrained("efficientnet-lite0", space=SearchSpace.from_dict(data))
+        from_pretrained("efficientnet-lite0", space=space_from_dict(data))
 
 
 def test_shallower_narrower_space_keeps_first_blocks_and_best_channels():
@@ -141,6 +141,6 @@ def test_shallower_narrower_space_keeps_first_blocks_and_best_channels():
     data["stages"][5]["depth"] = [1, 2]
     data["stages"][5]["width"] = [128]
     data["stages"][5]["expand"] = [3, 4]
-    net = from_pretrained("efficientnet-lite0", space=SearchSpace.from_dict(data), num_classes=3)
+    net = from_pretrained("efficientnet-lite0", space=space_from_dict(data), num_classes=3)
     assert len(net.stages[5]) == 2
     assert net.stages[5][1].conv_pw.weight.shape == (128 * 4, 128, 1, 1)

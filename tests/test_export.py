@@ -21,7 +21,7 @@ from matchnas.errors import MatchnasError
 from matchnas.experiment import load_experiment
 from matchnas.export import EXECUTORCH_MODULES, INSTALL_HINT, TOLERANCE, export_run
 from matchnas.predict import classify, load_model, predict
-from matchnas.space import SearchSpace
+from matchnas.space_file import space_from_dict
 from matchnas.run import load_run, open_run
 from matchnas.train import loop
 from matchnas.evaluate import calibrated_subnet
@@ -221,7 +221,7 @@ def test_executorch_refused_with_install_hint_when_missing(run, tmp_path, monkey
 
 
 def test_config_or_selections_from_another_space_write_nothing(run, tmp_path):
-    tiny = SearchSpace.from_dict(TINY_SPACE)
+    tiny = space_from_dict(TINY_SPACE)
     config = tmp_path / "tiny.json"
     config.write_text(tiny.config_to_json(tiny.min()))
     with pytest.raises(MatchnasError, match=r"made for space 'tiny'"):

@@ -25,7 +25,7 @@ from matchnas.latency import (
 )
 from matchnas.nn import Supernet
 from matchnas.space import SearchSpace, StageConfig, SubnetConfig
-from matchnas.space_file import load_space
+from matchnas.space_file import load_space, space_from_dict
 from tests.conftest import randomize_batch_norms
 
 MICRO_SPACE = {  # 8 part shapes: enough to run the whole build through onnxruntime in a second
@@ -229,7 +229,7 @@ def test_save_load_round_trip_keeps_every_prediction(tiny_space, rng, tmp_path):
 
 def test_loading_a_table_made_for_another_space_raises(tiny_space, tmp_path):
     synthetic_table(tiny_space, 5).save(tmp_path / "lut.json")
-    other = SearchSpace.from_dict({**tiny_space.to_dict(), "resolutions": [16, 24]})
+    other = space_from_dict({**tiny_space.to_dict(), "resolutions": [16, 24]})
     with pytest.raises(MatchnasError, match="made for space 'tiny'"):
         LatencyTable.load(tmp_path / "lut.json", other)
 
@@ -246,7 +246,7 @@ def test_loading_a_file_that_is_not_a_table_raises(tiny_space, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 def test_build_lut_times_every_shape_and_calibrates(runtime):
-    space = SearchSpace.from_dict(MICRO_SPACE)
+    space = space_from_dict(MICRO_SPACE)
     table = build_lut(space, 3, runtime, warmup=1, repeats=3, rounds=1, calibration=3, progress=False)
     assert set(table.entries) == set(enumerate_parts(space, 3))
     assert all(math.isfinite(ms) and ms > 0 for ms in table.entries.values())
@@ -256,7 +256,7 @@ def test_build_lut_times_every_shape_and_calibrates(runtime):
 
 
 def test_build_lut_command_saves_the_table_and_summarises_it(tmp_path, monkeypatch):
-    space = SearchSpace.from_dict(MICRO_SPACE)
+    space = space_from_dict(MICRO_SPACE)
     fast = build_lut
     monkeypatch.setattr(latency.table, "build_lut", lambda *a, **k: fast(*a, warmup=1, repeats=3, rounds=1, progress=False))
     summary = build_lut_command(space, 3, "torch", tmp_path / "lut.json")
@@ -271,7 +271,7 @@ def test_part_is_printable_and_orderable():
 
 
 def test_int8_lut_times_static_int8_parts_and_keeps_its_precision_on_disk(tmp_path):
-    space = SearchSpace.from_dict(MICRO_SPACE)
+    space = space_from_dict(MICRO_SPACE)
     table = build_lut(space, 3, "onnxruntime", warmup=1, repeats=3, rounds=1, calibration=3, progress=False, quantize="int8")
     assert table.precision == "int8" and set(table.entries) == set(enumerate_parts(space, 3))
     table.save(tmp_path / "lut.json")
@@ -286,7 +286,7 @@ def test_int8_lut_times_static_int8_parts_and_keeps_its_precision_on_disk(tmp_pa
 
 
 def test_int8_latency_needs_onnxruntime_and_a_known_precision():
-    space = SearchSpace.from_dict(MICRO_SPACE)
+    space = space_from_dict(MICRO_SPACE)
     with pytest.raises(MatchnasError, match="int8 latency is timed in onnxruntime"):
         build_lut(space, 3, "torch", quantize="int8")
     with pytest.raises(MatchnasError, match="unknown --quantize 'int4'"):

@@ -15,8 +15,7 @@ from matchnas.errors import MatchnasError
 from matchnas.latency import Runner, config_parts, enumerate_parts
 from matchnas.nn import Supernet
 from matchnas.nn.ops import SqueezeExcite, make_divisible, se_channels
-from matchnas.space import SearchSpace
-from matchnas.space_file import load_space
+from matchnas.space_file import load_space, space_from_dict
 
 from .conftest import randomize_batch_norms
 
@@ -53,7 +52,7 @@ def test_the_shipped_spaces_describe_mobilenetv3():
     assert [s.se for s in space.stages] == [None, None, 0.25, None, 0.25, 0.25]
     assert [s.act for s in space.stages] == ["relu"] * 3 + ["hswish"] * 3
     assert space.residual(0, 0) and not space.residual(1, 0)  # the first block adds its input, as timm's
-    assert SearchSpace.from_dict(space.to_dict()) == space
+    assert space_from_dict(space.to_dict()) == space
     assert load_space(SMALL).resolutions == (24, 28, 32) and load_space(SMALL).digest != space.digest
 
 
@@ -65,14 +64,14 @@ def test_bad_squeeze_excite_is_a_one_line_error(data, message):
     raw = load_space(SMALL).to_dict()
     raw["stages"][2].update(data)
     with pytest.raises(MatchnasError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
-        SearchSpace.from_dict(raw)
+        space_from_dict(raw)
 
 
 def test_mbv3_head_needs_its_feature_width():
     raw = load_space(SMALL).to_dict()
     raw.pop("feature_width")
     with pytest.raises(MatchnasError, match="feature_width is needed with head: mbv3"):
-        SearchSpace.from_dict(raw)
+        space_from_dict(raw)
 
 
 def test_extraction_equals_the_supernet_and_has_plain_squeeze_excite(small_supernet):

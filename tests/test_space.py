@@ -8,7 +8,7 @@ import yaml
 
 from matchnas.errors import MatchnasError
 from matchnas.space import SearchSpace, StageConfig, SubnetConfig
-from matchnas.space_file import load_space, shipped_spaces
+from matchnas.space_file import load_space, shipped_spaces, space_from_dict, space_from_yaml
 from tests.conftest import TINY_SPACE
 
 
@@ -98,7 +98,7 @@ def test_config_is_frozen_hashable_and_json_stable(tiny_space, rng):
 
 def test_config_from_another_space_is_refused(tiny_space):
     other = dict(TINY_SPACE, resolutions=[16, 24])
-    other_space = SearchSpace.from_dict(other)
+    other_space = space_from_dict(other)
     text = other_space.config_to_json(other_space.min())
     with pytest.raises(MatchnasError, match="made for space"):
         tiny_space.config_from_json(text)
@@ -117,7 +117,7 @@ def test_config_outside_space_is_refused(tiny_space):
 def test_yaml_round_trip(tiny_space, tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(tiny_space.to_dict()))
-    assert SearchSpace.from_yaml(path) == tiny_space
+    assert space_from_yaml(path) == tiny_space
 
 
 @pytest.mark.parametrize(
@@ -142,18 +142,18 @@ def test_bad_space_files_name_the_problem(edit, message, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(MatchnasError, match=message):
-        SearchSpace.from_yaml(path)
+        space_from_yaml(path)
 
 
 def test_a_space_written_before_padding_was_recorded_is_symmetric_with_its_old_digest():
     legacy = json.loads(json.dumps(TINY_SPACE))  # no "padding" key, as every space was before
-    space = SearchSpace.from_dict(legacy)
+    space = space_from_dict(legacy)
     old_digest = hashlib.sha1(json.dumps({k: v for k, v in space.to_dict().items() if k not in ("name", "padding")},
                                          sort_keys=True).encode()).hexdigest()[:12]
     assert space.padding == "symmetric" and space.digest == old_digest
-    same = SearchSpace.from_dict({**legacy, "padding": "same"})
+    same = space_from_dict({**legacy, "padding": "same"})
     assert same.digest != space.digest  # a config for one is refused by the other
-    assert SearchSpace.from_dict(same.to_dict()) == same
+    assert space_from_dict(same.to_dict()) == same
 
 
 def test_shipped_spaces_load():

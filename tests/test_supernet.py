@@ -9,8 +9,8 @@ from matchnas.errors import MatchnasError
 from matchnas.nn import ElasticDepthwiseConv2d, StaticNet, Supernet
 from matchnas.nn.blocks import ElasticMBConv, MBConv
 from matchnas.nn.ops import same_pads
-from matchnas.space import SearchSpace
-from matchnas.space_file import load_space
+
+from matchnas.space_file import load_space, space_from_dict
 from tests.conftest import TINY_SPACE, randomize_batch_norms
 
 
@@ -21,7 +21,7 @@ def _input(config, n=3, channels=3, seed=0):
 
 @pytest.mark.parametrize("padding", ["symmetric", "same"])
 def test_extracted_equals_supernet_for_random_configs(padding):
-    space = SearchSpace.from_dict({**TINY_SPACE, "resolutions": [15, 16, 20], "padding": padding})
+    space = space_from_dict({**TINY_SPACE, "resolutions": [15, 16, 20], "padding": padding})
     torch.manual_seed(0)
     supernet = Supernet(space, num_classes=5)
     randomize_batch_norms(supernet, torch.Generator().manual_seed(1))

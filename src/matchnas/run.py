@@ -37,6 +37,7 @@ from matchnas.nn.fewshot import SplitPlan, SplitSupernet
 from matchnas.pool import load_pool
 from matchnas.selection_index import SelectionIndex
 from matchnas.space import SearchSpace, SubnetConfig
+from matchnas.space_file import space_from_dict
 
 SPLITS = ("held_out", "test", "val")
 
@@ -136,7 +137,7 @@ def rebuild_supernet(experiment: Experiment, num_classes: int, checkpoint: dict)
     (``padding``: runs made before it was recorded pad ``k // 2``), never changes its function."""
     if not isinstance(checkpoint.get("space"), dict):
         raise MatchnasError("the checkpoint records no search space")
-    space = SearchSpace.from_dict(checkpoint["space"], source="the checkpoint's space")
+    space = space_from_dict(checkpoint["space"], source="the checkpoint's space")
     supernet = Supernet(space, num_classes, bn_eps=get_backbone(experiment.model.backbone).bn_eps)
     supernet.dropout.p = experiment.model.dropout
     return supernet

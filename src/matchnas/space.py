@@ -167,21 +167,8 @@ class SearchSpace:
         return self.stages[stage].residual(block, self.widths_into(stage))
 
     # -- construction -------------------------------------------------------------------------
-    # Reading and validating a space file lives in space_file.py, which imports this module; the
-    # import sits inside these methods so that neither module needs the other at import time.
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "space") -> SearchSpace:
-        """Validate and build; every error names ``source`` and the offending key or value."""
-        from matchnas.space_file import space_from_dict
-
-        return space_from_dict(data, source)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> SearchSpace:
-        from matchnas.space_file import space_from_yaml
-
-        return space_from_yaml(path)
-
+    # A space is built from a file or a dict by matchnas.space_file (space_from_dict,
+    # space_from_yaml, load_space), which sits above this module: a value never reads files.
     def to_dict(self) -> dict[str, Any]:
         stages = []
         for s in self.stages:
