@@ -169,8 +169,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _cmd_search(args: argparse.Namespace) -> None:
     from matchnas.search.run import search
 
-    options = {"candidates": args.candidates, "samples": args.samples,
-               "population": args.population, "generations": args.generations}
+    options = {"candidates": args.candidates, "samples": args.samples, "population": args.population,
+               "generations": args.generations, "agreement_images": args.agreement_images}
     print(search(args.run_dir, args.metric, args.budgets, args.strategy, args.val_dir, args.out, options))
 
 
@@ -248,10 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("run_dir")
     search.add_argument("--metric", default="flops", help="flops, params, memory, latency or latency:LUT.json (default: %(default)s)")
     search.add_argument("--budgets", required=True, help="comma-separated, K/M/G suffixes allowed, e.g. 4M,8M,12M")
-    search.add_argument("--strategy", default="fixed", help="fixed, zeroshot:PROXY, evolution or random (default: %(default)s)")
-    search.add_argument("--val-dir", help="a labelled folder (labeled/<class>/*) for evolution/random when the run has no validation split")
+    search.add_argument("--strategy", default="fixed", help="fixed, zeroshot:PROXY, agreement[:kl], evolution or random (default: %(default)s)")
+    search.add_argument("--val-dir", help="a labelled folder (labeled/<class>/*, '/' in a class name written '_') for evolution/random; "
+                        "without one they rank by agreement with the maxnet on unlabelled images")
     search.add_argument("--out", help="where selections.json and selections.png go (default: the run directory)")
-    search.add_argument("--candidates", type=COUNT, default=1000, help="zeroshot: random candidates scored (default: %(default)s)")
+    search.add_argument("--candidates", type=COUNT, help="zeroshot, agreement: random candidates scored (default: 1000, 100)")
+    search.add_argument("--agreement-images", type=COUNT, default=2000,
+                        help="unlabelled images the label-free score (agreement with the maxnet) uses (default: %(default)s)")
     search.add_argument("--samples", type=COUNT, default=20, help="random: configs evaluated per budget (default: %(default)s)")
     search.add_argument("--population", type=at_least(2), default=30, help="evolution: population size (default: %(default)s)")
     search.add_argument("--generations", type=COUNT, default=10, help="evolution: generations (default: %(default)s)")

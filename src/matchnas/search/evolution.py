@@ -74,15 +74,17 @@ class _Problem(ElementwiseProblem):
         out["F"] = [-acc, c]
 
 
-def nsga2(ctx, accuracy: Callable[[SubnetConfig], float], population: int = 30, generations: int = 10, mutation: float = 0.1):
+def nsga2(ctx, accuracy: Callable[[SubnetConfig], float], population: int = 30, generations: int = 10, mutation: float = 0.1,
+          seeds: list[SubnetConfig] = ()):
     """Run NSGA-II for ``generations`` generations of ``population`` (at most
-    ``population * generations`` distinct evaluations; the max and min subnets seed the first
-    population). Returns ``(evaluated, front)``, each a list of ``(config, cost, accuracy)``."""
+    ``population * generations`` distinct evaluations; the max and min subnets, then ``seeds``,
+    fill the first population, random configs the rest). Returns ``(evaluated, front)``, each a
+    list of ``(config, cost, accuracy)``."""
     space = ctx.space
     log: dict[SubnetConfig, tuple[SubnetConfig, float, float]] = {}
     algorithm = NSGA2(
         pop_size=population,
-        sampling=_Sample(space, [space.max(), space.min()]),
+        sampling=_Sample(space, list(dict.fromkeys([space.max(), space.min(), *seeds]))),
         crossover=_Crossover(space),
         mutation=_Mutation(space, mutation),
         eliminate_duplicates=_SameConfig(),

@@ -1,5 +1,7 @@
 """The search's picture: accuracy (or score) against cost, with the evaluated configs, the Pareto
-front and the picks. Written as PNG with matplotlib's Agg backend (no display needed)."""
+front and the picks. A score that is not an accuracy (the label-free score, a proxy, the selection
+index) is drawn against a second axis on the right. Written as PNG with matplotlib's Agg backend
+(no display needed)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,11 @@ def plot_search(path: Path, result, picks_accuracy: dict, metric: str, unit: str
     if result.evaluated and is_accuracy:
         ax.scatter([c / scale for _, c, _ in result.evaluated], [100 * s for *_, s in result.evaluated],
                    s=10, alpha=0.4, color="tab:gray", label=f"evaluated ({result.score_name})")
+    if result.evaluated and not is_accuracy:
+        right = ax.twinx()
+        right.scatter([c / scale for _, c, _ in result.evaluated], [s for *_, s in result.evaluated],
+                      s=10, alpha=0.4, color="tab:gray")
+        right.set_ylabel(f"{result.score_name} (evaluated configs, grey)")
     if result.front:
         ax.plot([c / scale for _, c, _ in result.front], [100 * s for *_, s in result.front],
                 "-o", ms=3, color="tab:blue", label="Pareto front (validation)")

@@ -1,5 +1,5 @@
 """``matchnas search``: answer a list of budgets for a trained run, print a table, write
-``selections.json`` and a Pareto plot."""
+``selections.json``, ``front.json`` (every evaluated subnet's cost and score) and a Pareto plot."""
 
 from __future__ import annotations
 
@@ -8,27 +8,29 @@ from pathlib import Path
 
 import torch
 
-from matchnas.data import load_folder
 from matchnas.errors import MatchnasError
 from matchnas.io import as_path, atomic_write_json, check_writable, read_json
 from matchnas.lock import run_lock
 from matchnas.run import Run, open_run
+from matchnas.search.agreement import AGREEMENT_IMAGES, agreement_for_run
 from matchnas.search.budgets import UNITS, format_cost, parse_budgets, resolve_metric
+from matchnas.search.front import write_front
 from matchnas.search.plot import plot_search
 from matchnas.search.strategies import SearchContext, SearchResult, run_strategy
+from matchnas.search.validation import load_validation_dir
 
 
 def build_context(run: Run | str | Path, metric_spec: str, val_dir: str | None = None,
                   options: dict | None = None) -> SearchContext:
-    """Everything a strategy may use, for a trained run (a :class:`~matchnas.run.Run` or its folder)."""
+    """Everything a strategy may use, for a trained run (a :class:`~matchnas.run.Run` or its folder).
+    ``options["agreement_images"]``: unlabelled images the label-free score uses (2000)."""
     run = run if isinstance(run, Run) else open_run(run)
     experiment, data = run.experiment, run.data
     metric = resolve_metric(metric_spec, run.supernet)
-    validation = data.sets.val
+    validation, notes = data.sets.val, []
     if val_dir is not None:
-        validation = load_folder(val_dir, experiment.data.image_size).train
-        if validation.classes != data.source.train.classes:
-            raise MatchnasError(f"--val-dir classes {validation.classes} differ from the run's {data.source.train.classes}")
+        validation, note = load_validation_dir(val_dir, experiment.data.image_size, tuple(data.source.train.classes))
+        notes += [note] if note else []
 
     accuracy_fn = None
     if validation is not None and len(validation):
@@ -40,6 +42,8 @@ def build_context(run: Run | str | Path, metric_spec: str, val_dir: str | None =
     proxy_source = data.sets.unlabeled.images if len(data.sets.unlabeled) else data.sets.labeled.images
     generator = torch.Generator().manual_seed(experiment.train.seed)
     proxy_images = proxy_source[torch.randperm(len(proxy_source), generator=generator)[:64]]
+    options = dict(options or {})
+    label_free = agreement_for_run(run, int(options.get("agreement_images") or AGREEMENT_IMAGES)) if len(proxy_source) else None
     return SearchContext(
         supernet=run.supernet,
         metric=metric,
@@ -48,8 +52,10 @@ def build_context(run: Run | str | Path, metric_spec: str, val_dir: str | None =
         pool=run.pool,
         validation_accuracy=accuracy_fn,
         proxy_images=proxy_images,
-        options=dict(options or {}),
+        options=options,
         run=run,
+        label_free=label_free,
+        notes=notes,
     )
 
 
@@ -93,9 +99,11 @@ def _search(run_dir: Path, metric: str, budget_values, strategy: str, val_dir: s
             if pick.config is not None and pick.config not in tested:
                 tested[pick.config] = ctx.run.top1(pick.config)
     _write_selections(out / "selections.json", run_dir, ctx, metric, strategy, result, tested, ctx.run.classes)
+    write_front(out / "front.json", run_dir, strategy, ctx.metric.name, ctx.metric.unit, result, set(ctx.spending(budget_values)))
     title = f"{run_dir.name}: {strategy}, {ctx.metric.name} budgets, {result.seconds:.1f} s to select"
     plot_search(out / "selections.png", result, tested, ctx.metric.name, ctx.metric.unit, title)
-    return _table(result, tested, ctx.metric.name, strategy) + f"\nwrote {out / 'selections.json'} and {out / 'selections.png'}"
+    return "\n".join([*ctx.notes, _table(result, tested, ctx.metric.name, strategy),
+                      f"wrote {out / 'selections.json'}, {out / 'front.json'} and {out / 'selections.png'}"])
 
 
 def _table(result: SearchResult, tested: dict, metric: str, strategy: str) -> str:

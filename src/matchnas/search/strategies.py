@@ -13,6 +13,13 @@ the data it may use) and a list of budgets, and returns a :class:`SearchResult`:
 - ``evolution``: NSGA-II (pymoo) on validation accuracy vs cost (TOFA eq. 5), see
   :mod:`matchnas.search.evolution`.
 - ``random``: the best of N random configs under each budget on the validation split.
+- ``agreement[:kl]``: the label-free score (:mod:`matchnas.search.agreement`): the subnet that
+  best reproduces the maxnet's predictions on unlabelled images.
+
+Every strategy also considers the candidates that spend the budget
+(:mod:`matchnas.search.candidates`: the maxnet at each resolution and its least shrunk subnets
+that fit); evolution starts from them. Evolution and random rank by validation top-1 when the run
+has a validation split (or ``--val-dir``), else by the label-free score.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +36,7 @@ import torch
 from matchnas.errors import MatchnasError
 from matchnas.nn import Supernet
 from matchnas.search.budgets import Metric
+from matchnas.search.candidates import BudgetFamily, budget_family
 from matchnas.space import SubnetConfig
 
 if TYPE_CHECKING:
@@ -40,7 +49,9 @@ from matchnas.selection_index import SelectionIndex
 class SearchContext:
     """What a strategy may use. ``validation_accuracy`` (config -> top-1 on the validation split
     after BN recalibration, cached) is None when the run has no validation data;
-    ``proxy_images`` is a uint8 batch of unlabelled training images."""
+    ``proxy_images`` is a uint8 batch of unlabelled training images; ``label_free`` (config ->
+    the label-free score, higher is better, cached) is None when there are no unlabelled images;
+    ``notes`` are one-line remarks for the user (e.g. how ``--val-dir`` classes were matched)."""
 
     supernet: Supernet
     metric: Metric
@@ -51,6 +62,8 @@ class SearchContext:
     proxy_images: torch.Tensor | None = None
     options: dict[str, float] = field(default_factory=dict)
     run: Run | None = None  # the trained run, when the context was built from one
+    label_free: Callable[[SubnetConfig], float] | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def normalisation(self) -> Normalisation | None:
@@ -68,6 +81,35 @@ class SearchContext:
                 "or pass --val-dir with labeled/<class>/ images"
             )
         return self.validation_accuracy
+
+    def require_label_free(self, strategy: str) -> Callable[[SubnetConfig], float]:
+        if self.label_free is None:
+            raise MatchnasError(f"strategy '{strategy}' needs unlabelled images for the label-free score, and the run has none")
+        return self.label_free
+
+    def objective(self, strategy: str) -> tuple[Callable[[SubnetConfig], float], str]:
+        """What a search ranks by, and its name: validation top-1 when there is a validation
+        split, else the label-free score; neither is an error naming both."""
+        if self.validation_accuracy is not None:
+            return self.validation_accuracy, "val top-1"
+        if self.label_free is not None:
+            return self.label_free, getattr(self.label_free, "name", "label-free")
+        raise MatchnasError(
+            f"strategy '{strategy}' needs a validation split (data.val_per_class=N or --val-dir with "
+            "labeled/<class>/ images) or unlabelled images for the label-free score, and the run has neither"
+        )
+
+    @cached_property
+    def family(self) -> BudgetFamily:
+        """The candidates that spend the budget (:mod:`matchnas.search.candidates`), within the
+        narrowed pool (plus ``a_max`` and ``a_min``) when the run has one."""
+        allowed_set = {*self.pool, self.space.max(), self.space.min()} if self.pool else None
+        allowed = allowed_set.__contains__ if allowed_set is not None else None
+        return budget_family(self.space, self.metric, allowed=allowed)
+
+    def spending(self, budgets: list[float]) -> list[SubnetConfig]:
+        """The budget-spending candidates of every budget, without duplicates."""
+        return [config for config, _ in self.family.union(budgets)]
 
 
 @dataclass(frozen=True)
@@ -88,6 +130,7 @@ class SearchResult:
     front: list[tuple[SubnetConfig, float, float]] = field(default_factory=list)
     score_name: str = "score"
     seconds: float = 0.0
+    higher_is_better: bool = True  # the direction of the evaluated configs' score
 
 
 Strategy = Callable[[SearchContext, list[float], str], SearchResult]
@@ -191,18 +234,37 @@ def fixed_rule(ctx: SearchContext, budgets: list[float], argument: str) -> Searc
     the band the most recent (highest-index) subnet still wins, so the rule keeps TOFA's
     preference for late, well-trained subnets while the pick grows with the budget. ``a_max``
     answers any budget it fits, as in the literal rule; a budget whose band holds no indexed subnet
-    falls back to the literal rule."""
+    falls back to the literal rule.
+
+    Then the candidates that spend the budget (:mod:`matchnas.search.candidates`): the rule has no
+    accuracy signal, so "better" can only mean what it can measure, the cost: the band's pick
+    stands when it costs at least as much as the most expensive fitting member of the family, else
+    that member answers (docs/method.md, "TOFA's selection index and the fixed rule")."""
     band = _band(argument)
     literal = literal_fixed_rule(ctx, budgets, "")
-    picks = []
+    scores = ctx.index.scores
+    picks, family = [], {}
     for pick in literal.picks:
         in_band = [(score, -c, config, c) for config, c, score in literal.evaluated if band * pick.budget <= c <= pick.budget]
-        if pick.config == ctx.space.max() or not in_band:
-            picks.append(pick)
-            continue
-        score, _, config, c = max(in_band, key=lambda row: row[:2])
-        picks.append(Pick(pick.budget, config, c, score))
-    return SearchResult(picks, literal.evaluated, score_name="I(a)")
+        if pick.config != ctx.space.max() and in_band:
+            score, _, config, c = max(in_band, key=lambda row: row[:2])
+            pick = Pick(pick.budget, config, c, score)
+        members = ctx.family.fitting(pick.budget)
+        family.update((config, (config, c, scores.get(config, 0.0))) for config, c in members)
+        spender = max(members, key=lambda m: m[1], default=None)
+        if spender is not None and (pick.config is None or spender[1] > pick.cost):
+            pick = Pick(pick.budget, spender[0], spender[1], scores.get(spender[0], 0.0))
+        picks.append(pick)
+    return SearchResult(picks, _merge(literal.evaluated, family.values()), score_name="I(a)")
+
+
+def _merge(*groups) -> list[tuple[SubnetConfig, float, float]]:
+    """Rows ``(config, cost, score)`` of several groups, the first row of each config kept."""
+    rows: dict[SubnetConfig, tuple[SubnetConfig, float, float]] = {}
+    for group in groups:
+        for row in group:
+            rows.setdefault(row[0], row)
+    return list(rows.values())
 
 
 def _band(argument: str) -> float:
@@ -219,9 +281,10 @@ def _band(argument: str) -> float:
 
 @register_strategy("zeroshot")
 def zero_shot(ctx: SearchContext, budgets: list[float], argument: str) -> SearchResult:
-    """Best zero-cost proxy score among ``candidates`` random configs (plus max and min) that
-    meet each budget. Each candidate is extracted with the trained weights, its BN statistics are
-    re-estimated on the proxy batch itself, and the proxy is computed on that batch."""
+    """Best zero-cost proxy score among ``candidates`` random configs (plus max and min, and the
+    candidates that spend the budget) that meet each budget. Each candidate is extracted with the
+    trained weights, its BN statistics are re-estimated on the proxy batch itself, and the proxy is
+    computed on that batch."""
     from matchnas.proxies import get_proxy, proxy_input
 
     if not argument:
@@ -229,7 +292,8 @@ def zero_shot(ctx: SearchContext, budgets: list[float], argument: str) -> Search
     proxy = get_proxy(argument)
     if ctx.proxy_images is None:
         raise MatchnasError("strategy 'zeroshot' needs unlabelled images, and the run has none")
-    candidates = _random_candidates(ctx, int(ctx.options.get("candidates", 1000)))
+    candidates = _random_candidates(ctx, int(ctx.options.get("candidates") or 1000))
+    candidates = list(dict.fromkeys([*candidates, *ctx.spending(budgets)]))
     costed = [(config, ctx.metric(config)) for config in candidates]
     largest = max(budgets)
     scored = []
@@ -241,15 +305,16 @@ def zero_shot(ctx: SearchContext, budgets: list[float], argument: str) -> Search
     if not scored:
         cheapest = min(c for _, c in costed)
         picks = [Pick(b, None, cheapest) for b in budgets]
-    return SearchResult(picks, scored, score_name=argument)
+    return SearchResult(picks, scored, score_name=argument, higher_is_better=proxy.higher_is_better)
 
 
 @register_strategy("random")
 def random_search(ctx: SearchContext, budgets: list[float], argument: str) -> SearchResult:
     """The baseline: for each budget, ``samples`` random configs that meet it (bounded rejection
-    sampling), each scored by validation accuracy; the best evaluated config under the budget wins
-    (configs drawn for one budget compete for the others too)."""
-    accuracy = ctx.require_validation("random")
+    sampling) and the candidates that spend it, each scored by validation accuracy (the label-free
+    score without a validation split); the best evaluated config under the budget wins (configs
+    drawn for one budget compete for the others too)."""
+    accuracy, score_name = ctx.objective("random")
     n = int(ctx.options.get("samples", 20))
     rng = np.random.default_rng([ctx.seed, 0x4A])
     evaluated = {}
@@ -263,23 +328,59 @@ def random_search(ctx: SearchContext, budgets: list[float], argument: str) -> Se
                 chosen.append(config)
         if not chosen and ctx.metric(ctx.space.min()) <= budget:
             chosen.append(ctx.space.min())
+        chosen += [config for config, _ in ctx.family.fitting(budget)]
         for config in chosen:
             if config not in evaluated:
                 evaluated[config] = (config, ctx.metric(config), accuracy(config))
     scored = list(evaluated.values()) or [(ctx.space.min(), ctx.metric(ctx.space.min()), float("nan"))]
     picks = best_under_budgets(scored, budgets)  # draws for one budget compete for the others too
-    return SearchResult(picks, list(evaluated.values()), score_name="val top-1")
+    return SearchResult(picks, list(evaluated.values()), score_name=score_name)
 
 
 @register_strategy("evolution")
 def evolution(ctx: SearchContext, budgets: list[float], argument: str) -> SearchResult:
     from matchnas.search.evolution import nsga2
 
-    accuracy = ctx.require_validation("evolution")
+    """NSGA-II on the objective (validation top-1, else the label-free score) against cost; the
+    first population is the maxnet, the minnet and the candidates that spend the budgets, and every
+    one of those candidates is evaluated even when the population is smaller."""
+    objective, score_name = ctx.objective("evolution")
+    seeds = ctx.spending(budgets)
     evaluated, front = nsga2(
         ctx,
-        accuracy,
+        objective,
         population=int(ctx.options.get("population", 30)),
         generations=int(ctx.options.get("generations", 10)),
+        seeds=seeds,
     )
-    return SearchResult(best_under_budgets(evaluated, budgets), evaluated, front, score_name="val top-1")
+    known = {config for config, *_ in evaluated}
+    evaluated += [(config, ctx.metric(config), objective(config)) for config in seeds if config not in known]
+    return SearchResult(best_under_budgets(evaluated, budgets), evaluated, front, score_name=score_name)
+
+
+AGREEMENT_CANDIDATES = 100  # random candidates the label-free strategy scores (plus the budget-spending ones)
+
+
+@register_strategy("agreement")
+def agreement(ctx: SearchContext, budgets: list[float], argument: str) -> SearchResult:
+    """The label-free score as a strategy (``agreement``, or ``agreement:kl`` for ``-KL``): among
+    ``candidates`` random configs (plus max and min, and the candidates that spend the budget) that
+    meet a budget, the one that best reproduces the maxnet's predictions on unlabelled images
+    (:mod:`matchnas.search.agreement`). It favours subnets like the maxnet, which is why the
+    budget-spending candidates are among them."""
+    from matchnas.search.agreement import MEASURES
+
+    measure = argument or "agreement"
+    if measure not in MEASURES:
+        raise MatchnasError(f"agreement:MEASURE expects {' or '.join(MEASURES)}, got '{argument}'")
+    score = ctx.require_label_free("agreement")
+    if hasattr(score, "as_measure"):
+        score = score.as_measure(measure)
+    candidates = _random_candidates(ctx, int(ctx.options.get("candidates") or AGREEMENT_CANDIDATES))
+    candidates = list(dict.fromkeys([*candidates, *ctx.spending(budgets)]))
+    largest = max(budgets)
+    scored = [(config, c, score(config)) for config, c in ((cfg, ctx.metric(cfg)) for cfg in candidates) if c <= largest]
+    if not scored:
+        cheapest = min(ctx.metric(c) for c in candidates)
+        return SearchResult([Pick(b, None, cheapest) for b in budgets], [], score_name=measure)
+    return SearchResult(best_under_budgets(scored, budgets), scored, score_name=getattr(score, "name", measure))
