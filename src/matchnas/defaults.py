@@ -139,7 +139,7 @@ def parse_duration(text: str) -> float:
 
 def _validation(data: DataSurvey) -> tuple[int, str]:
     if data.test:
-        return 0, f"evaluated on the {data.test} test images; no labels held out"
+        return 0, f"evaluated on the {data.test:,} test images; no labels held out"
     held = max(1, min(MAX_HELD_OUT, math.floor(HELD_OUT_SHARE * min(data.labelled))))
     return held, f"no test split: {held} labelled images per class held out to evaluate on"
 
