@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from matchnas import cost
+from matchnas.data import LITE_NORMALISATION
 from matchnas.errors import MatchnasError
 from matchnas.latency import Runner, config_parts, enumerate_parts
 from matchnas.nn import Supernet
@@ -30,7 +31,7 @@ MIXED = {  # MobileNetV3's pattern: relu early, hard swish late and in the stem 
 def mixed_supernet():
     space = space_from_dict(MIXED)
     torch.manual_seed(0)
-    net = Supernet(space, num_classes=5)
+    net = Supernet(space, num_classes=5, bn_eps=1e-3)
     randomize_batch_norms(net, torch.Generator().manual_seed(1))
     return net.eval()
 
@@ -48,7 +49,7 @@ def test_the_default_activation_leaves_lite_spaces_and_their_digests_as_they_wer
                 "stages": [dict(s, act="relu6") for s in lite.to_dict()["stages"]]}  # fmt: skip
     assert "stem_act" not in lite.to_dict() and all("act" not in s for s in lite.to_dict()["stages"])
     assert space_from_dict(explicit).digest == lite.digest
-    kinds = {type(m) for m in Supernet(lite, 10).extract(lite.max()).modules()}
+    kinds = {type(m) for m in Supernet(lite, 10, bn_eps=1e-3).extract(lite.max()).modules()}
     assert nn.ReLU6 in kinds and not kinds & {nn.ReLU, nn.Hardswish}
 
 
@@ -110,5 +111,5 @@ def test_onnx_runs_a_hard_swish_subnet_like_torch(mixed_supernet):
 
 def test_naswot_counts_hard_swish_units(mixed_supernet):
     images = torch.randint(0, 256, (8, 3, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    inp = proxy_input(mixed_supernet, mixed_supernet.space.max(), images, seed=0)
+    inp = proxy_input(mixed_supernet, mixed_supernet.space.max(), images, seed=0, normalisation=LITE_NORMALISATION)
     assert np.isfinite(PROXIES["naswot"](inp))

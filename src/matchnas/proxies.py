@@ -18,9 +18,10 @@ Shared conventions:
 - A proxy returns a finite Python float or raises :class:`MatchnasError`; the same inputs and
   ``seed`` give the same score.
 
-The gradient proxies (grad_norm, snip, grasp, fisher, zico, jacob_cov) live in
-:mod:`matchnas.proxies_grad` and are registered here; params, flops, naswot, synflow and zen are
-defined here.
+What a proxy sees, :class:`ProxyInput`, and how a search makes one, :func:`proxy_input`, live in
+:mod:`matchnas.proxy_input`. The gradient proxies (grad_norm, snip, grasp, fisher, zico,
+jacob_cov) live in :mod:`matchnas.proxies_grad` and are registered here; params, flops, naswot,
+synflow and zen are defined here.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import copy
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -37,44 +38,10 @@ from torch import nn
 from matchnas import cost, proxies_grad
 from matchnas.errors import MatchnasError
 from matchnas.proxies_grad import autograd_on, eval_copy, model_ready, weight_layers
-from matchnas.space import SearchSpace, SubnetConfig
-
-if TYPE_CHECKING:
-    from matchnas.data import Normalisation
+from matchnas.proxy_input import ProxyInput, proxy_input
 
 ZEN_ALPHA = 0.01  # Zen-NAS perturbation scale (Lin et al. 2021)
 _LOG_FLOOR = 1e-300  # log() of anything smaller is taken at this floor instead of -inf
-
-
-@dataclass(frozen=True, eq=False)
-class ProxyInput:
-    """What a proxy sees.
-
-    Attributes:
-        net: the extracted subnet (:class:`matchnas.nn.StaticNet`), BN already recalibrated.
-        images: float ``(N, C, R, R)``, model-ready (normalised), ``R == config.resolution``,
-            ``N >= 2``; unlabelled.
-        space, config, num_classes: what the cost-model proxies need.
-        seed: for proxies that draw random numbers (Zen-score).
-    """
-
-    net: nn.Module
-    images: torch.Tensor
-    space: SearchSpace
-    config: SubnetConfig
-    num_classes: int
-    seed: int = 0
-
-    def __post_init__(self):
-        self.space.validate(self.config)
-        x = self.images
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
-            raise MatchnasError(f"proxy images must be a float N x C x R x R tensor, got {_describe(x)}")
-        r = self.config.resolution
-        if tuple(x.shape[-2:]) != (r, r):
-            raise MatchnasError(f"proxy images are {tuple(x.shape[-2:])} pixels but config {self.config.id} has {r}")
-        if x.shape[0] < 2:
-            raise MatchnasError(f"proxies need at least 2 images, got {x.shape[0]}")
 
 
 class Proxy(Protocol):
@@ -132,20 +99,6 @@ def get_proxy(name: str) -> Proxy:
         raise MatchnasError(f"unknown zero-cost proxy {name!r}; known: {', '.join(sorted(PROXIES))}") from None
 
 
-def proxy_input(supernet, config: SubnetConfig, images: torch.Tensor, seed: int = 0,
-                normalisation: Normalisation | None = None) -> ProxyInput:
-    """What a search hands a proxy: subnet ``config`` extracted with the supernet's (trained or
-    pre-trained) weights, in channels-last memory format (2-3x faster here), its BN statistics
-    re-estimated on the proxy batch itself; ``images`` are uint8 unlabelled images, normalised
-    as the run's backbone wants (``normalisation``; None: EfficientNet-Lite's)."""
-    from matchnas.data import LITE_NORMALISATION
-    from matchnas.nn import recalibrate_bn
-
-    x = (normalisation or LITE_NORMALISATION)(images, size=config.resolution).contiguous(memory_format=torch.channels_last)
-    net = recalibrate_bn(supernet.extract(config).to(memory_format=torch.channels_last), [x])
-    return ProxyInput(net, x, supernet.space, config, supernet.num_classes, seed)
-
-
 def score_all(inp: ProxyInput, names: Iterable[str] | None = None) -> dict[str, float]:
     """``{name: score}`` for ``names`` (default: every registered proxy, in registration order)."""
     names = list(PROXIES) if names is None else list(names)
@@ -154,10 +107,6 @@ def score_all(inp: ProxyInput, names: Iterable[str] | None = None) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _describe(x) -> str:
-    return f"{type(x).__name__} {tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def _safe_log(x: float) -> float:
@@ -358,6 +307,7 @@ __all__ = [
     "ProxyInput",
     "add_proxy",
     "get_proxy",
+    "proxy_input",
     "register_proxy",
     "score_all",
 ]

@@ -11,14 +11,12 @@ import copy
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from matchnas.proxies import ProxyInput
+from matchnas.proxy_input import ProxyInput
 
 ZICO_BATCHES = 4  # mini-batches the images are split into for ZiCo's mean/std over batches
 JACOB_COV_K = 1e-5  # Mellor et al. (v1) eigenvalue offset
