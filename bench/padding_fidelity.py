@@ -55,7 +55,7 @@ def main() -> None:
         data["resolutions"] = [r]
         space = space_from_dict(data)
         same = from_pretrained("efficientnet-lite0", space=space).eval()
-        symmetric = Supernet(dataclasses.replace(space, padding="symmetric"), 1000).eval()
+        symmetric = Supernet(dataclasses.replace(space, padding="symmetric"), 1000, bn_eps=BACKBONES["efficientnet-lite0"].bn_eps).eval()
         symmetric.load_state_dict(same.state_dict())
         reference = EfficientNet.from_name("efficientnet-lite0", image_size=r)
         reference.load_state_dict(BACKBONES["efficientnet-lite0"].load_state_dict())

@@ -71,10 +71,10 @@ def test_sorting_channels_keeps_the_function_and_sorts():
     from matchnas.nn import Supernet
 
     state = rename(spec.load_state_dict(), spec, spec.name)
-    unsorted = Supernet(space, 1000)
+    unsorted = Supernet(space, 1000, bn_eps=1e-3)
     _load_fitted(unsorted, dict(state))
     sort_channels(state, [r for r, *_ in spec.stages])
-    sorted_net = Supernet(space, 1000)
+    sorted_net = Supernet(space, 1000, bn_eps=1e-3)
     _load_fitted(sorted_net, state)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

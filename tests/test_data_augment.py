@@ -163,10 +163,10 @@ def test_resize_antialiases_when_shrinking_and_keeps_dtype() -> None:
 
 def test_to_model_input_normalises_and_repeats_grey() -> None:
     x = torch.tensor([0, 127, 255], dtype=torch.uint8).view(1, 1, 1, 3).expand(2, 1, 3, 3)
-    out = to_model_input(x)
+    out = to_model_input(x, mean=127.0, std=128.0)  # EfficientNet-Lite's
     assert out.shape == (2, 3, 3, 3) and out.dtype == torch.float32
     assert out[0, :, 0].tolist() == [[-127 / 128, 0.0, 1.0]] * 3
-    assert to_model_input(images(c=3, size=28), size=32).shape == (32, 3, 32, 32)
+    assert to_model_input(images(c=3, size=28), size=32, mean=127.0, std=128.0).shape == (32, 3, 32, 32)
     assert to_model_input(images(c=1, size=8), channels=1, mean=0.0, std=255.0).max() <= 1.0
 
 
@@ -174,6 +174,6 @@ def test_bad_inputs_are_clear_errors() -> None:
     with pytest.raises(MatchnasError, match="expected uint8"):
         weak(torch.rand(2, 3, 8, 8), generator_for(0))
     with pytest.raises(MatchnasError, match="cannot turn 3-channel images into 1"):
-        to_model_input(images(n=1), channels=1)
+        to_model_input(images(n=1), channels=1, mean=127.0, std=128.0)
     with pytest.raises(MatchnasError, match="unknown RandAugment operation"):
         apply_op(images(n=1), "blur", torch.zeros(1))

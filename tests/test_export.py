@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 from matchnas import cost
-from matchnas.data import to_model_input
 from matchnas.errors import MatchnasError
 from matchnas.experiment import load_experiment
 from matchnas.export import EXECUTORCH_MODULES, INSTALL_HINT, TOLERANCE, export_run
-from matchnas.predict import classify, load_model, predict
+from matchnas.backbones import BACKBONES
+from matchnas.predict import NORMALISATIONS, classify, load_model, predict
 from matchnas.space_file import space_from_dict
 from matchnas.run import load_run, open_run
 from matchnas.train import loop
@@ -66,7 +66,8 @@ def _net(run, config):
     _, experiment, supernet, data = run
     pool = torch.cat([data.sets.labeled.images, data.sets.unlabeled.images])
     t = experiment.train
-    return calibrated_subnet(supernet, config, pool, t.recalibration_images, t.seed, data.flip).eval()
+    return calibrated_subnet(supernet, config, pool, t.recalibration_images, t.seed, data.flip,
+                             normalisation=data.normalisation).eval()
 
 
 def test_manifest_describes_each_budget(run, bundle):
@@ -105,7 +106,7 @@ def test_onnxruntime_matches_the_pytorch_subnet(run, bundle, batch):
     out, manifest, _ = bundle
     model = manifest["models"][0]
     config = run[2].space.min()
-    x = to_model_input(run[3].source.test.images[10 : 10 + batch], size=config.resolution)
+    x = run[3].normalisation(run[3].source.test.images[10 : 10 + batch], size=config.resolution)
     with torch.no_grad():
         expected = _net(run, config)(x).numpy()
     session = ort.InferenceSession(str(out / model["files"]["onnx"]["file"]), providers=["CPUExecutionProvider"])
@@ -119,7 +120,7 @@ def test_predict_png_gives_the_subnets_class_and_probabilities(run, bundle, tmp_
     data, config = run[3], run[2].space.min()
     images = data.source.test.images[:64]
     with torch.no_grad():
-        logits = _net(run, config)(to_model_input(images, size=config.resolution))
+        logits = _net(run, config)(run[3].normalisation(images, size=config.resolution))
     right = (logits.argmax(1) == data.source.test.labels[:64]).nonzero()
     i = int(right[0]) if len(right) else 0  # an image the model gets right, if it has one
     png = tmp_path / "digit.png"
@@ -136,7 +137,7 @@ def test_predict_png_gives_the_subnets_class_and_probabilities(run, bundle, tmp_
     assert str(png) in text and f"1. {top[0][0]}" in text and "%" in text
 
 
-def test_predict_bare_onnx_reads_its_input_shape(bundle, tmp_path):
+def test_predict_bare_onnx_reads_its_input_shape_and_is_told_its_normalisation(bundle, tmp_path):
     out, manifest, _ = bundle
     model = onnx.load(str(out / manifest["models"][0]["files"]["onnx"]["file"]))
     del model.metadata_props[:]  # an ONNX file from elsewhere: no classes, no preprocessing
@@ -144,12 +145,26 @@ def test_predict_bare_onnx_reads_its_input_shape(bundle, tmp_path):
     onnx.save(model, str(bare))
     png = tmp_path / "x.png"
     Image.new("RGB", (40, 30), (200, 10, 10)).save(png)
-    loaded = load_model(bare)
+    with pytest.raises(MatchnasError, match="records no input normalisation.*--normalisation lite or imagenet"):
+        load_model(bare)  # no silent guess
+    loaded = load_model(bare, normalisation="lite")
     assert loaded.classes is None and loaded.preprocess["resolution"] == manifest["models"][0]["resolution"]
+    assert (loaded.preprocess["mean"], loaded.preprocess["std"]) == (127.0, 128.0)
     [top] = classify(loaded, [png], top_k=10)
     assert sorted(label for label, _ in top) == sorted(str(k) for k in range(10))
     with pytest.raises(MatchnasError, match="--resolution 99 differs"):
-        load_model(bare, resolution=99)
+        load_model(bare, resolution=99, normalisation="lite")
+
+
+def test_predict_normalisation_names_are_the_backbones_and_a_recorded_one_wins(bundle):
+    for name, backbone in (("lite", "efficientnet-lite0"), ("imagenet", "mobilenetv3-large-100")):
+        mean, std = BACKBONES[backbone].normalisation.manifest_values()
+        assert NORMALISATIONS[name] == {"mean": pytest.approx(mean), "std": pytest.approx(std)}
+    assert load_model(bundle[0], normalisation="lite").preprocess["mean"] == 127.0  # the same as recorded: fine
+    with pytest.raises(MatchnasError, match="--normalisation imagenet differs"):
+        load_model(bundle[0], normalisation="imagenet")
+    with pytest.raises(MatchnasError, match="unknown normalisation 'tflite'"):
+        load_model(bundle[0], normalisation="tflite")
 
 
 def test_predict_needs_no_torch(bundle, tmp_path):
@@ -273,7 +288,7 @@ def test_executorch_pte_matches_the_pytorch_subnet(run, tmp_path):
     path = tmp_path / "out" / f["file"]
     assert f["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     config = run[2].space.min()
-    x = to_model_input(run[3].source.test.images[:1], size=config.resolution)
+    x = run[3].normalisation(run[3].source.test.images[:1], size=config.resolution)
     got = Runtime.get().load_program(path).load_method("forward").execute([x])[0].numpy()
     with torch.no_grad():
         np.testing.assert_allclose(got, _net(run, config)(x).numpy(), rtol=0, atol=TOLERANCE["executorch"])

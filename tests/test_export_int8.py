@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from matchnas.data import to_model_input
 from matchnas.errors import MatchnasError
 from matchnas.export import export_run
 from matchnas.export.quantize import calibration_set
@@ -43,7 +42,7 @@ def test_int8_onnx_is_quantized_runs_in_onnxruntime_and_mostly_agrees_with_float
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Pad"} <= ops  # QDQ, with "same" padding's Pad inside
     config = run[2].space.min()
-    x = to_model_input(run[3].source.test.images, size=config.resolution)
+    x = run[3].normalisation(run[3].source.test.images, size=config.resolution)
     with torch.no_grad():
         reference = _net(run, config)(x).numpy()
     got = _int8_logits(path, x.numpy())
@@ -57,7 +56,7 @@ def test_int8_manifest_fields_are_consistent_with_the_files(run, int8_bundle):  
     out, manifest, _ = int8_bundle
     _, experiment, supernet, data = run
     config = supernet.space.min()
-    x = to_model_input(data.source.test.images, size=config.resolution).numpy()
+    x = data.normalisation(data.source.test.images, size=config.resolution).numpy()
     labels = data.source.test.labels.numpy()
     with torch.no_grad():
         float_top1 = _net(run, config)(torch.from_numpy(x)).argmax(1).numpy()
@@ -147,7 +146,7 @@ def test_executorch_int8_pte_runs_and_its_record_is_complete(run, tmp_path):  # 
     assert f["calibration"]["images"] == 16 and f["bytes"] < f["float32_bytes"]
     assert f["top1_drop_points"] <= f["top1_drop_tolerance_points"] == 5.0 and f["top1_agreement_with_float32"] > 0.5
     config = run[2].space.min()
-    x = to_model_input(run[3].source.test.images, size=config.resolution)
+    x = run[3].normalisation(run[3].source.test.images, size=config.resolution)
     method = Runtime.get().load_program(tmp_path / "out" / f["file"]).load_method("forward")
     got = np.concatenate([method.execute([x[i : i + 1].contiguous()])[0].numpy() for i in range(len(x))])
     with torch.no_grad():

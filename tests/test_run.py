@@ -43,7 +43,7 @@ def test_subnet_for_a_budget_is_the_fixed_pick_with_recalibrated_bn(trained_run)
     assert cost.flops(space, config, k) <= budget
     t = run.experiment.train
     expected = calibrated_subnet(run.supernet, config, run.data.recalibration_pool, t.recalibration_images, t.seed,
-                                 run.data.flip).eval()  # fmt: skip
+                                 run.data.flip, normalisation=run.normalisation).eval()  # fmt: skip
     x = torch.randn(4, 3, config.resolution, config.resolution, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(model(x), expected(x))
@@ -55,8 +55,8 @@ def test_top1_is_the_one_evaluation_protocol(trained_run):
     run = open_run(trained_run)
     config = run.space.min()
     net = run.subnet(config)
-    assert run.top1(config, "test") == accuracy(net, run.data.source.test, config.resolution)
-    assert run.top1(config, "val") == accuracy(net, run.data.sets.val, config.resolution)
+    assert run.top1(config, "test") == accuracy(net, run.data.source.test, config.resolution, normalisation=run.normalisation)
+    assert run.top1(config, "val") == accuracy(net, run.data.sets.val, config.resolution, normalisation=run.normalisation)
     assert run.top1(config) == run.top1(config, "test")  # held out: the test split when there is one
     assert (config, "test") in run._top1  # cached: a search asks for the same config many times
 

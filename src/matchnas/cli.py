@@ -200,7 +200,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from matchnas.predict import predict
 
     print(predict(args.model, args.images, top_k=args.top_k, budget=args.budget, resolution=args.resolution,
-                  threads=args.threads, int8=args.int8))
+                  threads=args.threads, int8=args.int8, normalisation=args.normalisation))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--resolution", type=COUNT, help="input size for a bare .onnx with a dynamic shape")
     predict.add_argument("--threads", type=COUNT)
     predict.add_argument("--int8", action="store_true", help="run the bundle's int8 ONNX model (export --quantize int8)")
+    predict.add_argument("--normalisation", choices=("lite", "imagenet"),
+                         help="input normalisation of an .onnx file that records none (not a matchnas export): "
+                         "lite = (x - 127) / 128, imagenet = ImageNet mean/std")
     predict.set_defaults(run=_cmd_predict)
 
     demo = commands.add_parser("demo", help="the end-to-end demo on the embedded digits data")

@@ -1,8 +1,8 @@
 """Accuracy of a subnet: extract it, re-calibrate its BN on weak views of training images, and
 measure top-1 on a labelled set (docs/method.md, "Evaluation protocol").
 
-Every function takes the run's input ``normalisation`` (:attr:`matchnas.run.RunData.normalisation`);
-the default, EfficientNet-Lite's, is there for callers that predate backbones with another one.
+Every function takes the run's input ``normalisation`` (:attr:`matchnas.run.RunData.normalisation`)
+as a required argument: there is no default, so no backbone's images meet another's normalisation.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from __future__ import annotations
 import torch
 
 from matchnas import devices
-from matchnas.data import LITE_NORMALISATION, ImageSet, Normalisation, generator_for, weak
+from matchnas.data import ImageSet, Normalisation, generator_for, weak
 from matchnas.nn import StaticNet, Supernet, recalibrate_bn
 from matchnas.space import SubnetConfig
 
 
 def recalibration_batches(
     images: torch.Tensor, resolution: int, n_images: int, seed: int, flip: bool, batch_size: int = 128,
-    *, normalisation: Normalisation = LITE_NORMALISATION,
+    *, normalisation: Normalisation,
 ) -> list[torch.Tensor]:
     """``n_images`` seeded weak views of ``images`` (uint8 ``N x C x H x W``), model-ready at
     ``resolution``, in equal-sized batches."""
@@ -29,7 +29,7 @@ def recalibration_batches(
 
 @torch.no_grad()
 def accuracy(net: torch.nn.Module, images: ImageSet, resolution: int, batch_size: int = 256,
-             *, normalisation: Normalisation = LITE_NORMALISATION) -> float:
+             *, normalisation: Normalisation) -> float:
     """Top-1 accuracy (fraction) of ``net`` in eval mode on a labelled set, on ``net``'s device."""
     net.eval()
     device = next(net.parameters()).device
@@ -42,7 +42,7 @@ def accuracy(net: torch.nn.Module, images: ImageSet, resolution: int, batch_size
 
 def calibrated_subnet(
     supernet: Supernet, config: SubnetConfig, train_images: torch.Tensor, n_images: int, seed: int, flip: bool,
-    *, normalisation: Normalisation = LITE_NORMALISATION,
+    *, normalisation: Normalisation,
 ) -> StaticNet:
     """The extracted subnet with BN statistics re-estimated for it (the supernet is untouched), on
     the supernet's device, in the device's memory format (:mod:`matchnas.devices`)."""

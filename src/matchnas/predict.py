@@ -9,8 +9,10 @@ What it reads, in order of preference:
 - an ``.onnx`` file listed in the ``manifest.json`` beside it: that entry;
 - any other ``.onnx`` file: the preprocessing and class names matchnas embeds in its ONNX files
   (metadata ``matchnas.preprocess``, ``matchnas.classes``); else the input size from the model's
-  input shape (or ``resolution`` when that is dynamic), RGB, EfficientNet-Lite's normalisation
-  ``(x - 127) / 128``, and class indices as names.
+  input shape (or ``resolution`` when that is dynamic), RGB, class indices as names, and the
+  input normalisation the caller names (``normalisation``: one of :data:`NORMALISATIONS`). Such a
+  file records no normalisation, and guessing one would give confident wrong answers, so without
+  that argument it is refused with a one-line error.
 
 ``mean``/``std`` in a manifest's ``preprocess`` are numbers (EfficientNet-Lite's 127/128, also in
 bundles whose manifest predates per-channel values) or per-channel R, G, B lists (MobileNetV3: ImageNet's
@@ -42,6 +44,13 @@ from matchnas.io import check_readable, read_json
 MANIFEST_VERSIONS = (1,)  # manifest format versions this module reads (matchnas.export writes 1)
 _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
 ONNX_KEYS = ("onnx", "onnx-int8")  # manifest keys of the float32 and int8 ONNX files (matchnas.export.quantize)
+# What a bare .onnx file (no manifest, no matchnas metadata) may be told its normalisation is, as
+# a manifest writes it (matchnas.backbones holds the same values; tests check they agree).
+NORMALISATIONS = {
+    "lite": {"mean": 127.0, "std": 128.0},  # EfficientNet-Lite (TFLite): (x - 127) / 128
+    "imagenet": {"mean": [0.485 * 255, 0.456 * 255, 0.406 * 255],  # MobileNetV3 (timm, torchvision)
+                 "std": [0.229 * 255, 0.224 * 255, 0.225 * 255]},
+}
 
 
 @dataclass
@@ -63,6 +72,7 @@ def predict(
     resolution: int | None = None,
     threads: int | None = None,
     int8: bool = False,
+    normalisation: str | None = None,
 ) -> str:
     """Classify ``images``; returns, per image, its file and top-k labels with probabilities.
 
@@ -75,8 +85,10 @@ def predict(
         resolution: input size for an ONNX file that does not say (dynamic input shape).
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
         int8: in a bundle, run the int8 ONNX file (``export --quantize int8``) instead of float32.
+        normalisation: for an ONNX file that records none (not a matchnas export), its input
+            normalisation by name (:data:`NORMALISATIONS`: ``lite`` or ``imagenet``).
     """
-    model = load_model(model_or_bundle, budget, resolution, threads, int8)
+    model = load_model(model_or_bundle, budget, resolution, threads, int8, normalisation)
     results = classify(model, images, top_k)
     lines = [f"model {model.name} ({model.path.name}, {model.preprocess['resolution']} px, onnxruntime)"]
     for path, top in zip(images, results):
@@ -140,10 +152,14 @@ def preprocess_image(path: str | Path, spec: dict[str, Any]) -> np.ndarray:
 
 def load_model(
     model_or_bundle: str | Path, budget: str | None = None, resolution: int | None = None, threads: int | None = None,
-    int8: bool = False,
+    int8: bool = False, normalisation: str | None = None,
 ) -> LoadedModel:
     """The ONNX model of a bundle folder or file, with its preprocessing and class names; an int8
-    file (``*.int8.onnx``) runs the same way (onnxruntime executes its QDQ graph)."""
+    file (``*.int8.onnx``) runs the same way (onnxruntime executes its QDQ graph).
+    ``normalisation`` names the input normalisation of a file that records none (see
+    :func:`predict`); a model that records its own refuses a different one."""
+    if normalisation is not None and normalisation not in NORMALISATIONS:
+        raise MatchnasError(f"unknown normalisation '{normalisation}': choose from {', '.join(NORMALISATIONS)}")
     path = Path(model_or_bundle)
     if not path.exists():
         raise MatchnasError(f"{path}: no such model file or bundle folder")
@@ -170,7 +186,8 @@ def load_model(
     if entry is not None:
         spec, classes = dict(entry["preprocess"]), entry.get("classes")
     else:
-        spec, classes = _spec_from_model(session, path, resolution)
+        spec, classes = _spec_from_model(session, path, resolution, normalisation)
+    _check_normalisation(path, spec, normalisation)
     if resolution is not None and int(resolution) != int(spec["resolution"]):
         raise MatchnasError(f"{path} takes {spec['resolution']} px images; --resolution {resolution} differs")
     outputs = session.get_outputs()[0].shape[-1]
@@ -270,8 +287,26 @@ def _session(path: Path, threads: int | None):
         raise MatchnasError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0][:200]})") from None
 
 
-def _spec_from_model(session, path: Path, resolution: int | None) -> tuple[dict, list[str] | None]:
-    """Preprocessing and classes from the model's matchnas metadata, else from its input shape."""
+def _check_normalisation(path: Path, spec: dict, name: str | None) -> None:
+    """Refuse a named normalisation that contradicts the one the model records."""
+    if name is None:
+        return
+    wanted = NORMALISATIONS[name]
+    if not all(_close(spec[k], wanted[k]) for k in ("mean", "std")):
+        raise MatchnasError(f"{path} records its input normalisation (mean {spec['mean']}, std {spec['std']}); "
+                            f"--normalisation {name} differs: leave it out")
+
+
+def _close(a, b) -> bool:
+    """Scalar or 3-list normalisation values equal to float32 rounding (a scalar stands for 3)."""
+    a, b = ([a] * 3 if isinstance(a, (int, float)) else a), ([b] * 3 if isinstance(b, (int, float)) else b)
+    return all(abs(float(x) - float(y)) <= 1e-4 * max(1.0, abs(float(y))) for x, y in zip(a, b))
+
+
+def _spec_from_model(session, path: Path, resolution: int | None,
+                     normalisation: str | None) -> tuple[dict, list[str] | None]:
+    """Preprocessing and classes from the model's matchnas metadata, else from its input shape
+    and the ``normalisation`` the caller names."""
     meta = session.get_modelmeta().custom_metadata_map
     try:
         if "matchnas.preprocess" in meta:
@@ -286,9 +321,12 @@ def _spec_from_model(session, path: Path, resolution: int | None) -> tuple[dict,
     side = shape[2] if isinstance(shape[2], int) and shape[2] == shape[3] else None
     if side is None and resolution is None:
         raise MatchnasError(f"{path}: the input size is dynamic ({shape}): give --resolution")
+    if normalisation is None:
+        raise MatchnasError(f"{path} records no input normalisation (not a matchnas export): "
+                            f"give --normalisation {' or '.join(NORMALISATIONS)}")
     size = int(side or resolution)
     spec = {"color": "rgb" if channels == 3 else "grey", "fit_size": size, "resolution": size,
-            "channels": channels, "mean": 127.0, "std": 128.0}
+            "channels": channels, **NORMALISATIONS[normalisation]}
     return spec, None
 
 

@@ -10,7 +10,9 @@ Typical use::
     unlabeled = BatchStream(len(sets.unlabeled), 7 * 32, seed=0, stream=1)
     idx = labeled.batch(step)
     gen = generator_for(0, step, rank)
-    x = to_model_input(weak(sets.labeled.images[idx], gen, flip=source.allow_flip), size=32)
+    x = normalisation(weak(sets.labeled.images[idx], gen, flip=source.allow_flip), size=32)
+
+where ``normalisation`` is the backbone's (``get_backbone(name).normalisation``) or the run's.
 """
 
 from matchnas.data.augment import (

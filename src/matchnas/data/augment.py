@@ -4,8 +4,11 @@ Dtype contract: the views take and return uint8 ``N x C x H x W`` (0..255, C in 
 run at the data's native resolution and round like PIL-based pipelines; :func:`to_model_input`
 then resizes to the subnet's resolution and normalises to float32. A training step is therefore::
 
-    x_w = to_model_input(weak(x, gen, flip=source.allow_flip), size=resolution)
-    x_s = to_model_input(strong(u, gen, flip=source.allow_flip), size=resolution)
+    x_w = normalisation(weak(x, gen, flip=source.allow_flip), size=resolution)
+    x_s = normalisation(strong(u, gen, flip=source.allow_flip), size=resolution)
+
+with ``normalisation`` the run's :class:`~matchnas.data.Normalisation` (it calls
+:func:`to_model_input` with the backbone's mean and std).
 
 Randomness: every random function takes an explicit CPU ``torch.Generator`` (e.g.
 :func:`matchnas.data.sampling.generator_for` of ``(seed, step, rank, view)``) and draws all its
@@ -62,14 +65,15 @@ def to_model_input(
     images: torch.Tensor,
     size: int | None = None,
     channels: int = 3,
-    mean: float | tuple[float, ...] = TFLITE_MEAN,
-    std: float | tuple[float, ...] = TFLITE_STD,
+    *,
+    mean: float | tuple[float, ...],
+    std: float | tuple[float, ...],
 ) -> torch.Tensor:
     """uint8 ``N x C x H x W`` (0..255) -> float32 ``N x channels x size x size`` model input.
 
     Resizes to ``size x size`` when ``size`` is given (see :func:`resize`), computes
-    ``(x - mean) / std`` on the 0..255 scale (the defaults are EfficientNet-Lite's
-    ``(x - 127) / 128``) and repeats grey images to 3 channels when ``channels == 3``. A per-channel
+    ``(x - mean) / std`` on the 0..255 scale (the backbone's, given by the caller: usually through
+    :class:`~matchnas.data.Normalisation`, which calls this) and repeats grey images to 3 channels when ``channels == 3``. A per-channel
     ``mean``/``std`` (3 values, e.g. ImageNet's for MobileNetV3) applies after the repeat; a grey
     model (``channels == 1``) takes their averages.
     """

@@ -20,8 +20,8 @@ from matchnas.errors import MatchnasError
 class Normalisation:
     """Per-channel (R, G, B) ``mean`` and ``std`` on the 0..255 pixel scale."""
 
-    mean: tuple[float, ...] = (TFLITE_MEAN,) * 3
-    std: tuple[float, ...] = (TFLITE_STD,) * 3
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
     def __post_init__(self) -> None:
         if len(self.mean) != 3 or len(self.std) != 3 or not all(s > 0 for s in self.std):
@@ -60,4 +60,4 @@ class Normalisation:
             raise MatchnasError(f"bad normalisation record {record!r}: needs 'mean' and 'std'") from None
 
 
-LITE_NORMALISATION = Normalisation()
+LITE_NORMALISATION = Normalisation((TFLITE_MEAN,) * 3, (TFLITE_STD,) * 3)  # EfficientNet-Lite's (x - 127) / 128

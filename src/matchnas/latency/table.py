@@ -171,7 +171,9 @@ def build_lut(
     rng = np.random.default_rng(seed)
     configs = [space.max(), space.min()] + [space.sample(rng) for _ in range(max(calibration - 2, 0))]
     configs = list(dict.fromkeys(configs))[: max(calibration, 1)]
-    supernet = Supernet(space, num_classes, in_chans).eval()
+    # random weights, timed only: the BN epsilon changes no arithmetic (the exports fold BN into
+    # the convolutions); 1e-5, as the parts' nn.BatchNorm2d
+    supernet = Supernet(space, num_classes, in_chans, bn_eps=1e-5).eval()
     whole = [Runner(supernet.extract(c), (1, in_chans, c.resolution, c.resolution), runtime, threads, quantize)
              for c in configs]
     # whole subnets are timed exactly as the parts were, so the fit sees one measurement protocol

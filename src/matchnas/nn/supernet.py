@@ -32,7 +32,10 @@ class Supernet(nn.Module):
         space: the search space; its maximum choices fix the shape of every weight.
         num_classes: classifier outputs.
         in_chans: input image channels (1 for grey, 3 for RGB).
-        bn_eps, bn_momentum: batch-norm settings (EfficientNet-Lite was trained with eps 1e-3).
+        bn_eps: batch-norm epsilon, the backbone's (:attr:`matchnas.backbones.Backbone.bn_eps`:
+            1e-3 for EfficientNet-Lite, 1e-5 for MobileNetV3); required, because a converted
+            network computes another function under another epsilon.
+        bn_momentum: batch-norm running-statistics momentum.
         dropout: dropout rate before the classifier (training only).
 
     ``x`` is ``(N, in_chans, R, R)`` with ``R == config.resolution``, already normalised; the
@@ -44,7 +47,8 @@ class Supernet(nn.Module):
         space: SearchSpace,
         num_classes: int,
         in_chans: int = 3,
-        bn_eps: float = 1e-3,
+        *,
+        bn_eps: float,
         bn_momentum: float = 0.1,
         dropout: float = 0.2,
     ):

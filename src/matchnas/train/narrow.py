@@ -12,19 +12,19 @@ import torch
 from tqdm import tqdm
 
 from matchnas import cost
-from matchnas.data import LITE_NORMALISATION, Normalisation
+from matchnas.data import Normalisation
 from matchnas.nn import Supernet
 from matchnas.space import SubnetConfig
 
 
-
 def narrow_space(
     supernet: Supernet, images: torch.Tensor, proxy_name: str, candidates: int, keep: float, bins: int, seed: int,
-    normalisation: Normalisation = LITE_NORMALISATION,
+    normalisation: Normalisation,
 ) -> tuple[list[SubnetConfig], list[dict]]:
     """The kept pool (max and min included) and one record per scored candidate.
 
-    ``images``: uint8 unlabelled images (a batch of 64 is used). Bins are FLOPs quantiles; within
+    ``images``: uint8 unlabelled images (a batch of 64 is used), made model input with the run's
+    ``normalisation``. Bins are FLOPs quantiles; within
     a bin the best ``ceil(keep * size)`` by the proxy (in its own direction) are kept.
     """
     from matchnas.proxies import get_proxy, proxy_input
