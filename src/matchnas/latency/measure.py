@@ -94,7 +94,7 @@ class Runner:
                     dynamic_axes={"images": {0: "batch"}}, dynamo=False,
                 )  # fmt: skip
             if self.precision == "int8":
-                from matchnas.export.quantize_onnx import quantize_onnx_file  # not at the top: export imports latency
+                from matchnas.onnx_int8 import quantize_onnx_file  # onnx and onnxruntime's quantizer only when needed
 
                 calibration = torch.randn(8, *input_shape[1:], generator=torch.Generator().manual_seed(1)).numpy()
                 quantize_onnx_file(path, os.path.join(tmp, "int8.onnx"), calibration)
