@@ -12,6 +12,7 @@ from PIL import Image
 
 from matchnas import cost
 from matchnas.cli import main
+from matchnas.data import LITE_NORMALISATION
 from matchnas.errors import MatchnasError
 from matchnas.experiment import load_experiment
 from matchnas.search import SearchContext, run_strategy
@@ -31,7 +32,8 @@ def _metric(net):
 def _agreement(net, n=40, measure="agreement"):
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, 20, 20), dtype=torch.uint8, generator=gen)
-    return AgreementScore(net, images, images, recalibration_images=16, seed=0, flip=False, measure=measure, batch_size=16)
+    return AgreementScore(net, images, images, recalibration_images=16, seed=0, flip=False,
+                          normalisation=LITE_NORMALISATION, measure=measure, batch_size=16)
 
 
 # -- the score --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from matchnas import devices
-from matchnas.data import LITE_NORMALISATION, Normalisation
+from matchnas.data import Normalisation
 from matchnas.errors import MatchnasError
 from matchnas.evaluate import recalibration_batches
 from matchnas.nn import Supernet, recalibrate_bn
@@ -62,7 +62,7 @@ class AgreementScore:
     recalibration_images: int
     seed: int
     flip: bool
-    normalisation: Normalisation = LITE_NORMALISATION
+    normalisation: Normalisation  # the run's (never a backbone's by default)
     measure: str = "agreement"
     batch_size: int = 500
     _inputs: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
