@@ -206,6 +206,13 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="matchnas", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_space_command, _add_train_command, _add_build_command, _add_eval_command, _add_search_command,
+                _add_proxies_command, _add_latency_command, _add_export_command, _add_predict_command, _add_demo_command):
+        add(commands)  # in the order --help lists them
+    return parser
+
+
+def _add_space_command(commands) -> None:
     space = commands.add_parser("space", help="print a search space, its size and its cost range")
     space.add_argument("--backbone", help="pre-trained network (default: the space's, efficientnet-lite0 without --space)")
     space.add_argument("--space", help="a search-space YAML file or shipped space name (default: the backbone's)")
@@ -213,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--in-chans", type=int, default=3, choices=(1, 3), help="input channels")
     space.set_defaults(run=_cmd_space)
 
+
+def _add_train_command(commands) -> None:
     train = commands.add_parser("train", help="train a supernet (or one subnet) semi-supervised")
     train.add_argument("experiment", nargs="?", help="experiment YAML (default: built-in defaults)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.steps=200")
@@ -227,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dry-run", action="store_true", help="print the plan (data, settings and why, time) and exit")
     train.set_defaults(run=_cmd_train)
 
+
+def _add_build_command(commands) -> None:
     build_command = commands.add_parser("build", help="a folder of images to a deployable bundle: plan, train, search, export")
     build_command.add_argument("data_dir", metavar="DIR", help="labeled/<class>/ images, optional unlabeled/ and test/<class>/")
     build_command.add_argument("--budgets", required=True, help="comma-separated, K/M/G suffixes allowed, e.g. 5M,10M,20M")
@@ -239,11 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     build_command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a training setting, as for train")
     build_command.set_defaults(run=_cmd_build)
 
+
+def _add_eval_command(commands) -> None:
     evaluate = commands.add_parser("eval", help="top-1 of a subnet of a trained run after BN recalibration")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--subnet", default="max", help="max, min or a config JSON file (default: %(default)s)")
     evaluate.set_defaults(run=_cmd_eval)
 
+
+def _add_search_command(commands) -> None:
     search = commands.add_parser("search", help="pick a subnet for each budget, with no retraining")
     search.add_argument("run_dir")
     search.add_argument("--metric", default="flops", help="flops, params, memory, latency or latency:LUT.json (default: %(default)s)")
@@ -260,12 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--generations", type=COUNT, default=10, help="evolution: generations (default: %(default)s)")
     search.set_defaults(run=_cmd_search)
 
+
+def _add_proxies_command(commands) -> None:
     proxies = commands.add_parser("proxies", help="rank correlation of every zero-cost proxy with test accuracy")
     proxies.add_argument("run_dir")
     proxies.add_argument("--n", type=COUNT, default=50, help="random configs (default: %(default)s)")
     proxies.add_argument("--proxy", action="append", help="only this proxy (repeatable)")
     proxies.set_defaults(run=_cmd_proxies)
 
+
+def _add_latency_command(commands) -> None:
     latency = commands.add_parser("latency", help="latency lookup tables")
     latency_commands = latency.add_subparsers(dest="latency_command", required=True)
     build = latency_commands.add_parser("build", help="time every distinct block shape of a space on this machine")
@@ -278,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--quantize", help="int8: time static int8 parts (onnxruntime QDQ), for int8 latency budgets")
     build.set_defaults(run=_cmd_latency)
 
+
+def _add_export_command(commands) -> None:
     export = commands.add_parser("export", help="export selected subnets as standalone models with parity checks")
     export.add_argument("run_dir")
     export.add_argument("--out", required=True, help="the bundle folder to create")
@@ -295,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--calibration-images", type=COUNT, help="int8 calibration images (default: train.recalibration_images)")
     export.set_defaults(run=_cmd_export)
 
+
+def _add_predict_command(commands) -> None:
     predict = commands.add_parser("predict", help="classify images with an exported ONNX model or bundle (no PyTorch needed)")
     predict.add_argument("model", help="a bundle folder (with manifest.json) or an .onnx file")
     predict.add_argument("images", nargs="+")
@@ -308,11 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "lite = (x - 127) / 128, imagenet = ImageNet mean/std")
     predict.set_defaults(run=_cmd_predict)
 
+
+def _add_demo_command(commands) -> None:
     demo = commands.add_parser("demo", help="the end-to-end demo on the embedded digits data")
     demo.add_argument("--out", default="runs/demo", help="folder for the demo's runs (default: %(default)s)")
     demo.add_argument("--experiment", help="experiment YAML (default: the shipped digits demo)")
     demo.set_defaults(run=_cmd_demo)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
