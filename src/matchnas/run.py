@@ -110,13 +110,23 @@ def _resized(source: DataSource, size: int) -> DataSource:
     return DataSource(source.name, fix(source.train), fix(source.test), fix(source.unlabeled), source.allow_flip)
 
 
+def held_out_split(data: RunData) -> str | None:
+    """Which split a run is evaluated on, the one place that chooses it: ``"test"`` when the data
+    set has test images, else ``"val"`` when validation images were held out, else None."""
+    if data.source.test is not None and len(data.source.test):
+        return "test"
+    if data.sets.val is not None and len(data.sets.val):
+        return "val"
+    return None
+
+
 def held_out(data: RunData) -> ImageSet:
-    """The images a run is evaluated on: the test split, else the validation split."""
-    images = data.source.test or data.sets.val
-    if images is None or not len(images):
+    """The images a run is evaluated on (:func:`held_out_split`)."""
+    split = held_out_split(data)
+    if split is None:
         raise MatchnasError(f"data set {data.source.name!r} has no test split to evaluate on: "
                             "add a test/ folder or hold out validation images with data.val_per_class=N")
-    return images
+    return data.source.test if split == "test" else data.sets.val
 
 
 def top1(supernet: Supernet, config: SubnetConfig, data: RunData, experiment: Experiment,
@@ -213,12 +223,18 @@ class Run:
         """The few-shot split plan (:class:`~matchnas.nn.fewshot.SplitPlan`), or None."""
         return getattr(self.supernet, "plan", None)
 
+    @property
+    def held_out_split(self) -> str | None:
+        """``"test"`` or ``"val"``: the split ``held_out`` means for this run (None: neither)."""
+        return held_out_split(self.data)
+
     def images(self, split: str = "held_out") -> ImageSet:
         """``test``, ``val``, or ``held_out`` (the test split, else the validation split)."""
         if split not in SPLITS:
             raise MatchnasError(f"unknown split '{split}': choose from {', '.join(SPLITS)}")
-        images = held_out(self.data) if split == "held_out" else (
-            self.data.source.test if split == "test" else self.data.sets.val)  # fmt: skip
+        if split == "held_out":
+            return held_out(self.data)
+        images = self.data.source.test if split == "test" else self.data.sets.val
         if images is None or not len(images):
             raise MatchnasError(f"{self.dir}: the run has no {split} split")
         return images

@@ -8,23 +8,51 @@ import secrets
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from matchnas.data import Normalisation
+from matchnas.data import ImageSet, Normalisation
 from matchnas.errors import MatchnasError
 from matchnas.export.formats import REGISTRY, SUFFIX, TOLERANCE, parse_formats
 from matchnas.export.manifest import manifest as build_manifest
 from matchnas.export.manifest import model_entry, sha256
 from matchnas.export.parity import check_parity
 from matchnas.export.quantize import DROP_TOLERANCE, calibration_set, check_drop, file_key, file_suffix, parse_quantize, quantized_file
-from matchnas.export.targets import selection_targets, subnet_target
+from matchnas.export.targets import Target, selection_targets, subnet_target
 from matchnas.io import (as_path, atomic_write_json, check_writable, disk_full, no_space, read_json, remove_leftovers,
                          tree_bytes, work_dir)
+from matchnas.evaluate import accuracy
 from matchnas.lock import destination_lock
 from matchnas.space import SearchSpace, SubnetConfig
-from matchnas.evaluate import accuracy
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """How every file of a bundle is written and checked (the arguments of :func:`export_run`)."""
+
+    formats: tuple[str, ...]
+    tolerance: float | None
+    parity_images: int
+    threads: int
+    latency_runs: int
+    quantize: str | None
+    int8_tolerance: float
+    calibration_images: int | None
+
+
+@dataclass(frozen=True)
+class CheckImages:
+    """The images an export measures on: test top-1 (and the int8 drop) on the run's held-out split
+    (:attr:`matchnas.run.Run.held_out_split`), parity on the same images, or on the labelled training
+    images when the run holds nothing out."""
+
+    held_out: ImageSet | None
+    split: str | None  # "test" | "val" | None
+    parity: ImageSet
+    parity_split: str
 
 
 def export_run(
@@ -43,6 +71,11 @@ def export_run(
     calibration_images: int | None = None,
 ) -> str:
     """Export the selected subnets of a trained run as a bundle; returns a summary table.
+
+    Steps: check the arguments (nothing is read or written before); open the run and read which
+    configs to export; choose the images to measure on; under the destination's lock, write each
+    model's files into a hidden work folder and check them, write the manifest, and move the
+    folder into place.
 
     Args:
         run_dir: a trained run (``matchnas train --out``).
@@ -64,10 +97,52 @@ def export_run(
     Raises:
         MatchnasError: bad input (nothing is written) or an export above tolerance.
     """
-    run_dir, out_dir = Path(run_dir), as_path(out_dir, "--out")
+    run_dir, out_dir = Path(run_dir), _destination(out_dir)
+    settings = _settings(formats, tolerance, parity_images, threads, latency_runs, quantize, int8_tolerance,
+                         calibration_images)
+    _check_out_dir(out_dir, run_dir, force)
+    selections, selections_body = _selections(run_dir, selections, subnet)
+
+    # The training stack loads only once the arguments are sane.
+    from matchnas.run import open_run
+
+    run = open_run(run_dir)
+    if subnet is not None:
+        targets, skipped, source = subnet_target(run.space, subnet), [], {"subnet": str(subnet)}
+    else:
+        targets, skipped, source = selection_targets(Path(selections), selections_body, run.space, run.classes)
+    images = check_images(run, settings.quantize)
+    header = {**source, "skipped": skipped, "test_split": images.split,
+              "parity_images": {"split": images.parity_split, "count": min(parity_images, len(images.parity))}}
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock, work = destination_lock(out_dir, "export").acquire(), None  # one export into out_dir at a time
+    try:
+        _check_out_dir(out_dir, run_dir, force)  # again under the lock: another export may have finished
+        remove_leftovers(out_dir.parent, [out_dir.name])  # of exports killed before they finished
+        work = work_dir(out_dir)
+        models = _export_models(run, targets, images, settings, work)
+        manifest = build_manifest(run_dir, run.space, run.supernet.num_classes, header, models)
+        atomic_write_json(work / "manifest.json", manifest)
+        _move_into_place(work, out_dir)
+    except BaseException as err:
+        _discard(work, out_dir, err)
+        raise
+    finally:
+        lock.release()
+    return _summary(run_dir, out_dir, run.space, manifest, settings.formats)
+
+
+def _destination(out_dir: str | Path) -> Path:
+    out_dir = as_path(out_dir, "--out")
     check_writable(out_dir, "--out", folder=True)  # first: a loop of links cannot even be resolved
     if out_dir.is_symlink():  # replace the bundle the link points to, and keep the link
         out_dir = out_dir.resolve()
+    return out_dir
+
+
+def _settings(formats, tolerance, parity_images, threads, latency_runs, quantize, int8_tolerance,
+              calibration_images) -> ExportSettings:
     formats = parse_formats(formats)
     if tolerance is not None and not tolerance >= 0:
         raise MatchnasError(f"tolerance must be >= 0, got {tolerance}")
@@ -76,128 +151,125 @@ def export_run(
     quantize = parse_quantize(quantize)
     if not int8_tolerance >= 0 or (calibration_images is not None and calibration_images < 1):
         raise MatchnasError(f"int8 tolerance must be >= 0 and calibration images >= 1, got {int8_tolerance}, {calibration_images}")
-    _check_out_dir(out_dir, run_dir, force)
+    return ExportSettings(formats, tolerance, parity_images, threads, latency_runs, quantize, int8_tolerance,
+                          calibration_images)
+
+
+def _selections(run_dir: Path, selections: str | Path | None, subnet: str | Path | None) -> tuple[Path | None, Any]:
+    """The selections file to export (the run's own when neither it nor ``subnet`` is given) and
+    its contents; None and None with ``subnet``."""
     if selections is not None and subnet is not None:
         raise MatchnasError("give --selections or --subnet, not both")
     if selections is None and subnet is None:
         selections = run_dir / "selections.json"
         if not selections.is_file():
             raise MatchnasError(f"{run_dir} has no selections.json: run `matchnas search` or give --selections/--subnet")
-    if selections is not None:
-        selections_body = read_json(selections, "a selections file from `matchnas search`")
+    body = read_json(selections, "a selections file from `matchnas search`") if selections is not None else None
     if subnet is not None and str(subnet) not in ("max", "min") and not Path(subnet).is_file():
         raise MatchnasError(f"--subnet: no such file {subnet}")
+    return (Path(selections) if selections is not None else None), body
 
-    # The training stack loads only once the arguments are sane.
-    from matchnas.run import open_run
 
-    run = open_run(run_dir)
-    experiment, supernet, data = run.experiment, run.supernet, run.data
-    space, classes = run.space, run.classes
-    if subnet is not None:
-        targets, skipped, source = subnet_target(space, subnet), [], {"subnet": str(subnet)}
-    else:
-        targets, skipped, source = selection_targets(Path(selections), selections_body, space, classes)
+def check_images(run, quantize: str | None) -> CheckImages:
+    """The images the export of ``run`` measures on (see :class:`CheckImages`)."""
+    split = run.held_out_split
+    if split is None:
+        if quantize is not None:
+            raise MatchnasError(f"--quantize {quantize} measures top-1 on held-out images: {run.dir} has no test or validation split")
+        return CheckImages(None, None, run.data.sets.labeled, "labeled")
+    held_out = run.images(split)
+    return CheckImages(held_out, split, held_out, split)
 
-    # Test top-1 on the held-out split as run.top1 measures it; parity on the same images.
-    held_out, split = (data.source.test, "test") if data.source.test is not None else (data.sets.val, "val")
-    if held_out is None or not len(held_out):
-        held_out, split = None, None
-    if quantize is not None and held_out is None:
-        raise MatchnasError(f"--quantize {quantize} measures top-1 on held-out images: {run_dir} has no test or validation split")
-    check_set, check_split = (held_out, split) if held_out is not None else (data.sets.labeled, "labeled")
-    norm = run.normalisation  # the one the run trained with; parity, top-1, int8 and the manifest use it
-    preprocess = {
-        "color": "grey" if data.sets.labeled.images.shape[1] == 1 else "rgb",
-        "fit_size": experiment.data.image_size,
-        "channels": supernet.in_chans,
+
+def preprocess(run) -> dict[str, Any]:
+    """How a bundle's reader turns an image file into this run's model input (the manifest's
+    ``preprocess``, without the model's resolution)."""
+    mean, std = run.normalisation.manifest_values()  # the one the run trained with
+    return {
+        "color": "grey" if run.data.sets.labeled.images.shape[1] == 1 else "rgb",
+        "fit_size": run.experiment.data.image_size,
+        "channels": run.supernet.in_chans,
         # EfficientNet-Lite: 127/128 as scalars (the form every reader of a manifest understands,
         # older matchnas predict included); per-channel (R, G, B) lists otherwise, e.g.
         # MobileNetV3's ImageNet mean/std
-        "mean": norm.manifest_values()[0],
-        "std": norm.manifest_values()[1],
+        "mean": mean,
+        "std": std,
         "layout": "NCHW",
         "steps": "to grey or RGB; short side to fit_size and centre crop (bilinear, antialiased); "
         "bilinear to resolution (antialiased); (x - mean) / std on 0..255; grey repeated to channels",
     }
-    k, c = supernet.num_classes, supernet.in_chans
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock, work = destination_lock(out_dir, "export").acquire(), None  # one export into out_dir at a time
-    try:
-        _check_out_dir(out_dir, run_dir, force)  # again under the lock: another export may have finished
-        remove_leftovers(out_dir.parent, [out_dir.name])  # of exports killed before they finished
-        work = work_dir(out_dir)
-        nets: dict[SubnetConfig, tuple[torch.nn.Module, float | None]] = {}
-        done: dict[tuple[SubnetConfig, str], dict] = {}
-        int8_inputs: dict[SubnetConfig, tuple] = {}
-        models = []
-        for target in targets:
-            config = target.config
-            if config not in nets:
-                # Exporters want the default memory format (XNNPACK's channels-last pass refuses
-                # weights that already are channels-last).
-                net = run.subnet(config).to(memory_format=torch.contiguous_format).eval()
-                top1 = accuracy(net, held_out, config.resolution, normalisation=norm) if held_out is not None else None
-                nets[config] = (net, top1)
-                if quantize is not None:
-                    t = experiment.train
-                    n_calibration = calibration_images or t.recalibration_images
-                    int8_inputs[config] = _int8_inputs(net, held_out, data.recalibration_pool, config.resolution, c,
-                                                       n_calibration, t.seed, data.flip, norm)
-            net, top1 = nets[config]
-            entry = model_entry(target, top1, space, k, c, classes, {**preprocess, "resolution": config.resolution})
-            name = entry["name"]
-            x = norm(check_set.images[:parity_images], size=config.resolution, channels=c)
-            for fmt in formats:
-                path = work / f"{name}{SUFFIX[fmt]}"
-                if (config, fmt) in done:  # the same config answers two budgets: same model, copied
-                    shutil.copyfile(work / done[config, fmt]["file"], path)
-                    record = dict(done[config, fmt])
-                else:
-                    meta = {"classes": classes, "preprocess": entry["preprocess"], "config": entry["config"]}
-                    exporter = REGISTRY[fmt].exporter
-                    began = time.perf_counter()
-                    record = exporter(net, x, path, meta, threads, latency_runs)
-                    record["export_seconds"] = round(time.perf_counter() - began, 3)
-                    check_parity(f"{name}{SUFFIX[fmt]}", fmt, record["parity"], TOLERANCE[fmt] if tolerance is None else tolerance)
-                    done[config, fmt] = record
-                record.update(file=path.name, sha256=sha256(path), bytes=path.stat().st_size)
-                entry["files"][fmt] = record
-                if quantize is not None:
-                    key, float_path = file_key(fmt, quantize), path
-                    path = work / f"{name}{file_suffix(SUFFIX[fmt], quantize)}"
-                    if (config, key) in done:
-                        shutil.copyfile(work / done[config, key]["file"], path)
-                        record = dict(done[config, key])
-                    else:
-                        began = time.perf_counter()
-                        record = quantized_file(REGISTRY[fmt].quantizer, net, float_path, path, *int8_inputs[config],
-                                                top1, threads, latency_runs)
-                        record["export_seconds"] = round(time.perf_counter() - began, 3)
-                        check_drop(path.name, record, int8_tolerance)
-                        done[config, key] = record
-                    record.update(file=path.name, sha256=sha256(path), bytes=path.stat().st_size,
-                                  float32_bytes=float_path.stat().st_size)
-                    entry["files"][key] = record
-            models.append(entry)
 
-        header = {**source, "skipped": skipped, "test_split": split,
-                  "parity_images": {"split": check_split, "count": min(parity_images, len(check_set))}}
-        manifest = build_manifest(run_dir, space, k, header, models)
-        atomic_write_json(work / "manifest.json", manifest)
-        _move_into_place(work, out_dir)
-    except BaseException as err:
-        if work is not None:
-            full = isinstance(err, (OSError, RuntimeError)) and disk_full(err, out_dir.parent)
-            written = tree_bytes(work) if full else 0
-            shutil.rmtree(work, ignore_errors=True)
-            if full:
-                raise MatchnasError(no_space(out_dir, written)) from None
-        raise
-    finally:
-        lock.release()
-    return _summary(run_dir, out_dir, space, manifest, formats)
+def _export_models(run, targets: list[Target], images: CheckImages, settings: ExportSettings, work: Path) -> list[dict]:
+    """One manifest entry per target, its files written into ``work`` and checked. A config that
+    answers several budgets is extracted and exported once, its files copied."""
+    space, k, c = run.space, run.supernet.num_classes, run.supernet.in_chans
+    spec = preprocess(run)
+    subnets: dict[SubnetConfig, tuple] = {}  # config -> (net, top-1, int8 inputs)
+    done: dict[tuple[SubnetConfig, str], dict] = {}  # (config, file key) -> the record of its first file
+    models = []
+    for target in targets:
+        config = target.config
+        if config not in subnets:
+            subnets[config] = _subnet(run, config, images, settings)
+        net, top1, int8_inputs = subnets[config]
+        entry = model_entry(target, top1, space, k, c, run.classes, {**spec, "resolution": config.resolution})
+        name = entry["name"]
+        x = run.normalisation(images.parity.images[: settings.parity_images], size=config.resolution, channels=c)
+        meta = {"classes": run.classes, "preprocess": entry["preprocess"], "config": entry["config"]}
+        for fmt in settings.formats:
+            tolerance = TOLERANCE[fmt] if settings.tolerance is None else settings.tolerance
+            float_path = work / f"{name}{SUFFIX[fmt]}"
+            _add_file(entry, fmt, float_path, done, config,
+                      make=lambda path: REGISTRY[fmt].exporter(net, x, path, meta, settings.threads, settings.latency_runs),
+                      check=lambda path, record: check_parity(path.name, fmt, record["parity"], tolerance))
+            if settings.quantize is None:
+                continue
+            _add_file(entry, file_key(fmt, settings.quantize), work / f"{name}{file_suffix(SUFFIX[fmt], settings.quantize)}",
+                      done, config,
+                      make=lambda path: quantized_file(REGISTRY[fmt].quantizer, net, float_path, path, *int8_inputs,
+                                                       top1, settings.threads, settings.latency_runs),
+                      check=lambda path, record: check_drop(path.name, record, settings.int8_tolerance),
+                      float_path=float_path)
+        models.append(entry)
+    return models
+
+
+def _add_file(entry: dict, key: str, path: Path, done: dict, config: SubnetConfig, make, check,
+              float_path: Path | None = None) -> None:
+    """Write one file of a model (``make(path)`` returns its record), time and ``check`` it, and
+    record it in ``entry["files"][key]``; a file the same config already has is copied instead.
+    An int8 file also records the size of its ``float_path``."""
+    if (config, key) in done:  # the same config answers two budgets: same model, copied
+        shutil.copyfile(path.parent / done[config, key]["file"], path)
+        record = dict(done[config, key])
+    else:
+        began = time.perf_counter()
+        record = make(path)
+        record["export_seconds"] = round(time.perf_counter() - began, 3)
+        check(path, record)
+        done[config, key] = record
+    record.update(file=path.name, sha256=sha256(path), bytes=path.stat().st_size)
+    if float_path is not None:
+        record["float32_bytes"] = float_path.stat().st_size
+    entry["files"][key] = record
+
+
+def _subnet(run, config: SubnetConfig, images: CheckImages, settings: ExportSettings) -> tuple:
+    """The extracted subnet with BN re-calibrated (as :meth:`~matchnas.run.Run.top1` measures it),
+    its test top-1 (None without held-out images) and, with ``quantize``, its int8 inputs."""
+    # Exporters want the default memory format (XNNPACK's channels-last pass refuses weights that
+    # already are channels-last).
+    net = run.subnet(config).to(memory_format=torch.contiguous_format).eval()
+    held_out, norm = images.held_out, run.normalisation
+    top1 = accuracy(net, held_out, config.resolution, normalisation=norm) if held_out is not None else None
+    if settings.quantize is None:
+        return net, top1, None
+    t = run.experiment.train
+    n_calibration = settings.calibration_images or t.recalibration_images
+    inputs = _int8_inputs(net, held_out, run.data.recalibration_pool, config.resolution, run.supernet.in_chans,
+                          n_calibration, t.seed, run.data.flip, norm)
+    return net, top1, inputs
 
 
 def _int8_inputs(net, held_out, pool, resolution: int, c: int, n_calibration: int, seed: int, flip: bool,
@@ -209,6 +281,17 @@ def _int8_inputs(net, held_out, pool, resolution: int, c: int, n_calibration: in
         logits = torch.cat([net(torch.from_numpy(images[i : i + 256])) for i in range(0, len(images), 256)]).numpy()
     calibration = calibration_set(pool, resolution, n_calibration, seed, flip, norm)
     return calibration, (images, held_out.labels.numpy()), logits
+
+
+def _discard(work: Path | None, out_dir: Path, err: BaseException) -> None:
+    """Remove the unfinished bundle; a full disk becomes one line saying how much it needed."""
+    if work is None:
+        return
+    full = isinstance(err, (OSError, RuntimeError)) and disk_full(err, out_dir.parent)
+    written = tree_bytes(work) if full else 0
+    shutil.rmtree(work, ignore_errors=True)
+    if full:
+        raise MatchnasError(no_space(out_dir, written)) from None
 
 
 def _check_out_dir(out_dir: Path, run_dir: Path, force: bool) -> None:
