@@ -193,7 +193,7 @@ def split_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_split_run_trains_each_part_on_its_own_configs(split_run):
-    from matchnas.train.split import SplitPlan, SplitSupernet
+    from matchnas.train.fewshot_split import SplitPlan, SplitSupernet
 
     plan = SplitPlan.from_dict(json.loads((split_run / "fewshot.json").read_text()))
     assert plan.method == "gm" and plan.step == 3 and plan.num_parts == 4

@@ -1,6 +1,6 @@
 """A few-shot supernet (GM-NAS): the split plan (which edges were split into which groups of
 choices) and :class:`SplitSupernet`, the sub-supernets behind the supernet interface. How a plan
-is made (gradient matching) is training's business: :mod:`matchnas.train.split`."""
+is made (gradient matching) is training's business: :mod:`matchnas.train.fewshot_split`."""
 
 from __future__ import annotations
 

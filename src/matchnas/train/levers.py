@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 import torch
 
+from matchnas.space import SubnetConfig
+
 
 def student_weight(step: int, steps: int, teacher_warmup: float, student_ramp: float) -> float:
     """The students' loss weight at 0-based ``step`` of ``steps``.
@@ -29,6 +31,17 @@ def student_weight(step: int, steps: int, teacher_warmup: float, student_ramp: f
     if step - warmup >= ramp:
         return 1.0
     return (step - warmup + 1) / (ramp + 1)
+
+
+def teacher_first(configs: list[SubnetConfig], step: int, steps: int, teacher_warmup: float,
+                  student_ramp: float) -> tuple[list[SubnetConfig], float]:
+    """The teacher-first rule, applied in this one place: the subnets that train at ``step`` and
+    the students' loss weight (:func:`student_weight`). While the weight is 0 (the teacher's
+    warm-up) only ``configs[0]``, the teacher, trains: the students are not even forwarded, so
+    they cost nothing and enter no selection index; after it every subnet trains and the step
+    scales each student's loss by the weight (:func:`matchnas.train.step.train_step`)."""
+    weight = student_weight(step, steps, teacher_warmup, student_ramp)
+    return (configs[:1] if weight == 0.0 else configs), weight
 
 
 def gradient_snapshot(params: Iterable[torch.nn.Parameter]) -> list[torch.Tensor | None]:

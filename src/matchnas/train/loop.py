@@ -20,9 +20,10 @@ Run directory:
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -34,7 +35,7 @@ from matchnas.checkpoint import has_checkpoint  # noqa: F401  (its home before c
 from matchnas.convert import from_pretrained
 from matchnas.data.survey import survey
 from matchnas.defaults import resolve
-from matchnas.data import BatchStream, Normalisation, generator_for, save_split, strong, weak
+from matchnas.data import BatchStream, Normalisation, save_split
 from matchnas.errors import Interrupted, MatchnasError
 from matchnas.experiment import Experiment
 from matchnas.io import as_path, atomic_write_json, atomic_write_text, remove_leftovers, to_json
@@ -43,33 +44,19 @@ from matchnas.pool import POOL_FILE, load_pool, save_pool
 from matchnas.run import RunData, held_out, prepare_data, read_experiment, rebuild_supernet, top1
 from matchnas.selection_index import SelectionIndex
 from matchnas.space import SubnetConfig
-from matchnas.train.distributed import (
-    Placement,
-    any_rank,
-    average_gradients,
-    average_metrics,
-    check_replicas,
-    pick_device,
-    shard,
-    synchronize_batch_norms,
-)
+from matchnas.train.batches import batch_streams, make_batch
 from matchnas.train.claim import claim_run
-from matchnas.train.interrupt import StopRequest
+from matchnas.train.distributed import (Placement, any_rank, average_gradients, average_metrics, check_replicas,
+                                        pick_device, synchronize_batch_norms)
 from matchnas.train.estimate import PLAN_FILE, write_timing
-from matchnas.train.levers import MeanTeacher, student_weight
+from matchnas.train.interrupt import StopRequest
+from matchnas.train.levers import MeanTeacher, teacher_first
 from matchnas.train.metrics_log import truncate_metrics
 from matchnas.train.narrow import narrow_space
+from matchnas.train.optimizer import build_optimizer
 from matchnas.train.sampler import sandwich
-from matchnas.train.split import (
-    SplitPlan,
-    SplitSupernet,
-    copy_momentum,
-    momentum_by_name,
-    part_schedule,
-    plan_split,
-    restrict_pool,
-)
-from matchnas.train.step import LossSettings, NonFiniteLoss, StepBatch, train_step
+from matchnas.train.fewshot_split import SplitPlan, SplitSupernet, part_schedule, restrict_pool, split_step, split_supernet
+from matchnas.train.step import LossSettings, NonFiniteLoss, train_step
 
 TIMING_KEYS = ("images_per_s", "seconds")  # metrics that differ between identical runs
 FEWSHOT_FILE = "fewshot.json"  # the few-shot split plan (split.json is the data split)
@@ -88,36 +75,6 @@ def build_supernet(experiment: Experiment, num_classes: int, checkpoint: dict | 
     return supernet
 
 
-def build_optimizer(model: torch.nn.Module, experiment: Experiment):
-    """SGD with Nesterov momentum; weight decay on conv and linear weights only (not on biases,
-    BN, or the kernel transforms, which start at the identity); linear warm-up then cosine down
-    to ``final_lr * lr``. With ``body_lr_scale != 1`` everything but the new classifier (the
-    pre-trained body) learns at ``body_lr_scale * lr`` (fine-tuning: the body moves less than
-    the head that starts from scratch), in groups of their own."""
-    t = experiment.train
-    groups: dict[tuple[bool, bool], list] = {}
-    for name, p in model.named_parameters():
-        decays = p.dim() > 1 and ".transforms." not in name
-        body = t.body_lr_scale != 1.0 and name.split(".")[-2] != "classifier"  # also parts.N.classifier
-        groups.setdefault((body, decays), []).append(p)
-    optimizer = torch.optim.SGD(
-        [{"params": params, "weight_decay": t.weight_decay if decays else 0.0,
-          "lr": t.lr * (t.body_lr_scale if body else 1.0)}
-         for (body, decays), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1]))],
-        lr=t.lr,
-        momentum=t.momentum,
-        nesterov=True,
-    )
-
-    def factor(step: int) -> float:
-        if step < t.warmup_steps:
-            return (step + 1) / t.warmup_steps
-        progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
-        return t.final_lr + (1.0 - t.final_lr) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def single_config(experiment: Experiment, supernet: Supernet) -> SubnetConfig | None:
     """The fixed subnet of a single-model run (``train.single``), or None for a supernet run."""
     single = experiment.train.single
@@ -129,28 +86,50 @@ def single_config(experiment: Experiment, supernet: Supernet) -> SubnetConfig | 
     return space.config_from_file(single, "train.single")
 
 
-def make_batch(data: RunData, experiment: Experiment, step: int, labelled: BatchStream,
-               unlabelled: BatchStream | None, placement: Placement = Placement()) -> StepBatch:
-    """This rank's slice of the step's model-ready views. Every rank draws the same global batch
-    and augmentations from ``(seed, step)`` and keeps its slice, so the data of a run does not
-    depend on how many ranks train it."""
-    seed, device = experiment.train.seed, placement.device
+@dataclass
+class Job:
+    """What every step of one training job reads and none changes."""
 
-    def ready(images: torch.Tensor) -> torch.Tensor:
-        x = data.model_input(shard(images, placement))
-        return x.to(device, non_blocking=True).contiguous(memory_format=devices.memory_format(device))
+    experiment: Experiment
+    run_dir: Path
+    placement: Placement
+    data: RunData
+    settings: LossSettings
+    fixed: SubnetConfig | None  # the subnet of a single-model run
+    pool: tuple[SubnetConfig, ...] | list[SubnetConfig] | None  # the narrowed pool
+    labelled: BatchStream
+    unlabelled: BatchStream | None
 
-    idx = labelled.global_batch(step)
-    x = ready(weak(data.sets.labeled.images[idx], generator_for(seed, step, 0), flip=data.flip))
-    y = shard(data.sets.labeled.labels[idx], placement).to(device)
-    if unlabelled is None:
-        return StepBatch(x, y, None, None)
-    uidx = unlabelled.global_batch(step)
-    u = data.sets.unlabeled.images[uidx]
-    u_weak = ready(weak(u, generator_for(seed, step, 1), flip=data.flip))
-    u_strong = ready(strong(u, generator_for(seed, step, 2), flip=data.flip))
-    truth = shard(data.unlabeled_truth[uidx], placement).to(device) if data.unlabeled_truth is not None else None
-    return StepBatch(x, y, u_weak, u_strong, truth)
+
+@dataclass
+class Training:
+    """What the steps advance and each checkpoint saves: the supernet (split into sub-supernets
+    once ``fewshot`` is set), its optimizer and schedule, the selection index, the mean teacher,
+    and the step to train next."""
+
+    supernet: Supernet | SplitSupernet
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    index: SelectionIndex
+    mean_teacher: MeanTeacher | None = None
+    fewshot: SplitPlan | None = None
+    step: int = 0
+
+    def state(self, job: Job, step: int) -> dict[str, Any]:
+        """The checkpoint after ``step`` steps (everything :func:`resume` continues from)."""
+        return {
+            "step": step,
+            "model": self.supernet.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "selection_index": self.index.to_json(),
+            "ema_teacher": self.mean_teacher.model.state_dict() if self.mean_teacher is not None else None,
+            "split": self.fewshot.to_dict() if self.fewshot is not None else None,
+            "experiment": job.experiment.to_dict(),
+            "space": self.supernet.space.to_dict(),
+            "normalisation": job.data.normalisation.to_record(),
+            "classes": list(job.data.source.train.classes),
+        }
 
 
 def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
@@ -179,165 +158,124 @@ def train(experiment: Experiment, run_dir: str | Path, resume: bool = False,
 
 
 def _train_claimed(experiment: Experiment, run_dir: Path, resume: bool, placement: Placement, plan) -> dict[str, float]:
-    """:func:`train`, once the run folder is this job's."""
-    t = experiment.train
+    """:func:`train`, once the run folder is this job's: read the data (and the checkpoint to
+    continue), build the supernet, start the run folder (a new run), restore the training state,
+    train the steps, evaluate."""
     # Everything that can fail on bad input happens before the run directory is written.
-    state = load_checkpoint(run_dir / LATEST) if resume and (run_dir / LATEST).exists() else None
-    # a resumed run keeps the normalisation its checkpoint recorded; a new one takes the backbone's
-    recorded = Normalisation.from_record(state.get("normalisation")) if state is not None else None
+    checkpoint = load_checkpoint(run_dir / LATEST) if resume and (run_dir / LATEST).exists() else None
     began = time.perf_counter()
-    data = prepare_data(experiment, run_dir, reuse_split=resume, normalisation=recorded)
+    data = _load_data(experiment, run_dir, resume, checkpoint)
     load_seconds = time.perf_counter() - began
-    held_out(data)
-    if state is not None:
-        check_belongs(run_dir / LATEST, state, experiment, list(data.source.train.classes), run_dir)
-    supernet = build_supernet(experiment, data.num_classes, state)
+    held_out(data)  # a run with nothing to evaluate on is refused before it trains
+    if checkpoint is not None:
+        check_belongs(run_dir / LATEST, checkpoint, experiment, list(data.source.train.classes), run_dir)
+    supernet = build_supernet(experiment, data.num_classes, checkpoint)
     fixed = single_config(experiment, supernet)
-    settings = LossSettings.from_train_config(t)
+    settings = LossSettings.from_train_config(experiment.train)
     if len(data.sets.unlabeled) == 0 and settings.loss != "sup":
-        raise MatchnasError(f"train.loss={t.loss} needs unlabelled images, and the split left none")
+        raise MatchnasError(f"train.loss={experiment.train.loss} needs unlabelled images, and the split left none")
     if placement.is_main:
         remove_leftovers(run_dir)  # temps of a writer killed mid-write (a checkpoint: tens of MB)
     if resume:
         pool = load_pool(run_dir, supernet.space)
     else:
-        pool, records = None, None
-        if experiment.narrow.proxy is not None and fixed is None:
-            n = experiment.narrow
-            images = data.sets.unlabeled.images if len(data.sets.unlabeled) else data.sets.labeled.images
-            pool, records = narrow_space(supernet, images, n.proxy, n.candidates, n.keep, n.bins, t.seed,
-                                          data.normalisation)
-        if placement.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_split(data.split, run_dir / "split.json")
-            if pool is not None:
-                save_pool(run_dir, pool, records, dataclasses.asdict(experiment.narrow))
-            else:  # a restarted run must not inherit the pool of the attempt it replaces
-                (run_dir / POOL_FILE).unlink(missing_ok=True)
-            atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
-            if plan is not None:
-                atomic_write_json(run_dir / PLAN_FILE, plan.to_dict())
+        pool = _start_run(experiment, run_dir, placement, data, supernet, fixed, plan)
 
-    plan = SplitPlan.from_dict(state["split"]) if state and state.get("split") else None
-    if plan is not None:
-        supernet = SplitSupernet.from_parent(supernet, plan)
+    training = _restore(experiment, placement, supernet, settings, checkpoint)
+    if placement.is_main:
+        truncate_metrics(run_dir / "metrics.jsonl", training.step)
+    job = Job(experiment, run_dir, placement, data, settings, fixed, pool,
+              *batch_streams(experiment, data, settings.loss))
+    _train_steps(job, training)
+    if not placement.is_main:
+        return {}
+    return _evaluate(job, training.supernet, load_seconds)
+
+
+def _load_data(experiment: Experiment, run_dir: Path, resume: bool, checkpoint: dict | None) -> RunData:
+    """The run's data: a resumed run keeps its split and the normalisation its checkpoint
+    recorded; a new one draws the split and takes the backbone's normalisation."""
+    recorded = Normalisation.from_record(checkpoint.get("normalisation")) if checkpoint is not None else None
+    return prepare_data(experiment, run_dir, reuse_split=resume, normalisation=recorded)
+
+
+def _start_run(experiment: Experiment, run_dir: Path, placement: Placement, data: RunData, supernet: Supernet,
+               fixed: SubnetConfig | None, plan) -> list[SubnetConfig] | None:
+    """A new run: narrow the space when ``narrow.proxy`` is set, and write the run folder's
+    starting files (the data split, the pool, the experiment, the plan). Returns the pool."""
+    t, n = experiment.train, experiment.narrow
+    pool, records = None, None
+    if n.proxy is not None and fixed is None:
+        images = data.sets.unlabeled.images if len(data.sets.unlabeled) else data.sets.labeled.images
+        pool, records = narrow_space(supernet, images, n.proxy, n.candidates, n.keep, n.bins, t.seed, data.normalisation)
+    if placement.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_split(data.split, run_dir / "split.json")
+        if pool is not None:
+            save_pool(run_dir, pool, records, dataclasses.asdict(n))
+        else:  # a restarted run must not inherit the pool of the attempt it replaces
+            (run_dir / POOL_FILE).unlink(missing_ok=True)
+        atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(experiment.to_dict(), sort_keys=False))
+        if plan is not None:
+            atomic_write_json(run_dir / PLAN_FILE, plan.to_dict())
+    return pool
+
+
+def _restore(experiment: Experiment, placement: Placement, supernet: Supernet, settings: LossSettings,
+             checkpoint: dict | None) -> Training:
+    """The training state on this rank's device: a new one, or the checkpoint's (weights,
+    optimizer, schedule, selection index, step, mean teacher, few-shot split)."""
+    t = experiment.train
+    fewshot = SplitPlan.from_dict(checkpoint["split"]) if checkpoint and checkpoint.get("split") else None
+    if fewshot is not None:
+        supernet = SplitSupernet.from_parent(supernet, fewshot)
     supernet = supernet.to(placement.device, memory_format=devices.memory_format(placement.device))
     if t.sync_bn:
         synchronize_batch_norms(supernet, placement)
     optimizer, schedule = build_optimizer(supernet, experiment)
-    index = SelectionIndex()
-    start = 0
-    if state is not None:
-        supernet.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        index = SelectionIndex.from_json(state["selection_index"])
-        start = state["step"]
-    uses_teacher = settings.uses_fixmatch or settings.uses_distillation
-    mean_teacher = MeanTeacher(supernet, t.ema_teacher) if t.ema_teacher > 0 and uses_teacher else None
-    if mean_teacher is not None and state is not None:
-        mean_teacher.model.load_state_dict(state["ema_teacher"])
-    if placement.is_main:
-        truncate_metrics(run_dir / "metrics.jsonl", start)
+    training = Training(supernet, optimizer, schedule, SelectionIndex(), fewshot=fewshot)
+    if checkpoint is not None:
+        supernet.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        schedule.load_state_dict(checkpoint["schedule"])
+        training.index = SelectionIndex.from_json(checkpoint["selection_index"])
+        training.step = checkpoint["step"]
+    if t.ema_teacher > 0 and (settings.uses_fixmatch or settings.uses_distillation):
+        training.mean_teacher = MeanTeacher(supernet, t.ema_teacher)
+        if checkpoint is not None:
+            training.mean_teacher.model.load_state_dict(checkpoint["ema_teacher"])
+    return training
 
-    labelled = BatchStream(len(data.sets.labeled), t.batch_size, t.seed, stream=0)
-    unlabelled = None
-    if settings.loss != "sup":
-        unlabelled = BatchStream(len(data.sets.unlabeled), t.unlabeled_ratio * t.batch_size, t.seed, stream=1)
 
-    def checkpoint(path: Path, step: int) -> None:
-        check_replicas(supernet, placement)
-        if not placement.is_main:
-            return
-        with stop.shield():  # a signal now is honoured once the write is complete
-            _save(path, step)
-
-    def _save(path: Path, step: int) -> None:
-        state = {
-            "step": step,
-            "model": supernet.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "selection_index": index.to_json(),
-            "ema_teacher": mean_teacher.model.state_dict() if mean_teacher is not None else None,
-            "split": plan.to_dict() if plan is not None else None,
-            "experiment": experiment.to_dict(),
-            "space": supernet.space.to_dict(),
-            "normalisation": data.normalisation.to_record(),
-            "classes": list(data.source.train.classes),
-        }
-        save_checkpoint(path, state)
-        index.save(run_dir / "selection_index.json")
-
+def _train_steps(job: Job, training: Training) -> None:
+    """Steps ``training.step`` to ``train.steps``: split the supernet at the split step, train,
+    log, checkpoint every ``checkpoint_every`` steps; on a stop request, checkpoint and raise
+    :class:`Interrupted`; at the end, the latest and final checkpoints."""
+    t, run_dir, placement = job.experiment.train, job.run_dir, job.placement
     autocast = torch.autocast(placement.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
-    supernet.train()
-    progress = tqdm(range(start, t.steps), initial=start, total=t.steps, desc="train", unit="step",
+    training.supernet.train()
+    progress = tqdm(range(training.step, t.steps), initial=training.step, total=t.steps, desc="train", unit="step",
                     dynamic_ncols=True, disable=not placement.is_main)
     log = open(run_dir / "metrics.jsonl", "a") if placement.is_main else None
     stop = StopRequest(terminate=True, repeat_grace=5.0 if placement.distributed else 0.0).start()
     try:
         for step in progress:
             began = time.perf_counter()
-            if plan is None and step == split_step(experiment):
-                supernet, optimizer, schedule, plan = split_supernet(
-                    supernet, optimizer, schedule, experiment, data, labelled, unlabelled, settings, step, autocast)
-                if placement.is_main:
-                    atomic_write_json(run_dir / FEWSHOT_FILE, plan.to_dict())
-            torch.manual_seed(step + 1_000_003 * t.seed)  # dropout: a function of (seed, step) too
-            if fixed:
-                configs, part = [fixed], None
-            elif plan is None:
-                configs, part = sandwich(supernet.space, t.seed, step, t.n_random, pool), None
-            else:
-                part = part_schedule(plan, step)
-                configs = sandwich(plan.subspace(supernet.space, part), t.seed, step, t.n_random,
-                                   restrict_pool(pool, plan, part))
-            weight = student_weight(step, t.steps, t.teacher_warmup, t.student_ramp)
-            if weight == 0.0:
-                configs = configs[:1]  # the teacher's warm-up: students are not even forwarded
-            for config in configs:
-                index.record(config, step + 1)
-            batch = make_batch(data, experiment, step, labelled, unlabelled, placement)
-
-            optimizer.zero_grad(set_to_none=True)
-            try:
-                with autocast:
-                    metrics = train_step(supernet, configs, batch, settings, student_weight=weight,
-                                         mean_teacher=mean_teacher.model if mean_teacher is not None else None)
-            except NonFiniteLoss as err:
-                raise MatchnasError(
-                    f"{err} at step {step}: stopped; the last good checkpoint is {run_dir / LATEST}"
-                ) from None
-            average_gradients(supernet, placement)
-            optimizer.step()
-            schedule.step()
-            if mean_teacher is not None:
-                mean_teacher.update(supernet, step)
-
-            metrics = average_metrics(metrics, placement)
-            if part is not None:
-                metrics["part"] = part
-            if t.teacher_warmup or t.student_ramp:
-                metrics["student_weight"] = weight
+            if training.fewshot is None and step == split_step(job.experiment):
+                _split(job, training, step, autocast)
+            metrics, images = _step(job, training, step, autocast)
             seconds = time.perf_counter() - began
-            images = placement.world_size * (batch.x.shape[0] + (batch.u_weak.shape[0] if batch.u_weak is not None else 0))
             if placement.is_main:
-                _log_step(log, progress, step, optimizer, metrics, images, seconds)
+                _log_step(log, progress, step, training.optimizer, metrics, images, seconds)
             if (step + 1) % t.checkpoint_every == 0 and step + 1 < t.steps:
-                if log is not None:
-                    log.flush()
-                checkpoint(run_dir / LATEST, step + 1)
+                _checkpoint(job, training, stop, log, LATEST, step + 1)
             if any_rank(stop.requested, placement):
-                if log is not None:
-                    log.flush()
-                checkpoint(run_dir / LATEST, step + 1)
+                _checkpoint(job, training, stop, log, LATEST, step + 1)
                 raise Interrupted(f"{_stopped(stop)}: step {step + 1} of {t.steps} saved in {run_dir / LATEST}; "
                                   f"continue with `matchnas train --resume {run_dir}`", stop.signum)
         progress.close()
-        if log is not None:
-            log.flush()
-        checkpoint(run_dir / LATEST, t.steps)
-        checkpoint(run_dir / FINAL, t.steps)
+        _checkpoint(job, training, stop, log, LATEST, t.steps)
+        _checkpoint(job, training, stop, log, FINAL, t.steps)
         if stop.requested:  # during the last checkpoints: they are complete, the evaluation is not
             raise Interrupted(f"{_stopped(stop)}: all {t.steps} steps saved in {run_dir / FINAL}; "
                               f"`matchnas train --resume {run_dir}` evaluates it", stop.signum)
@@ -346,15 +284,74 @@ def _train_claimed(experiment: Experiment, run_dir: Path, resume: bool, placemen
         progress.close()
         if log is not None:
             log.close()
-    if not placement.is_main:
-        return {}
 
+
+def _step(job: Job, training: Training, step: int, autocast) -> tuple[dict[str, float], int]:
+    """One step: the subnets (the sandwich, under the teacher-first rule), the batch, forward and
+    backward of each subnet, gradients averaged over ranks, the optimizer step. Returns the named
+    metrics averaged over ranks and the number of images the step saw."""
+    t, placement, supernet = job.experiment.train, job.placement, training.supernet
+    torch.manual_seed(step + 1_000_003 * t.seed)  # dropout: a function of (seed, step) too
+    configs, part = _subnets(job, training, step)
+    configs, weight = teacher_first(configs, step, t.steps, t.teacher_warmup, t.student_ramp)
+    for config in configs:
+        training.index.record(config, step + 1)
+    batch = make_batch(job.data, job.experiment, step, job.labelled, job.unlabelled, placement)
+
+    training.optimizer.zero_grad(set_to_none=True)
+    try:
+        with autocast:
+            metrics = train_step(supernet, configs, batch, job.settings, student_weight=weight,
+                                 mean_teacher=training.mean_teacher.model if training.mean_teacher is not None else None)
+    except NonFiniteLoss as err:
+        raise MatchnasError(f"{err} at step {step}: stopped; the last good checkpoint is {job.run_dir / LATEST}") from None
+    average_gradients(supernet, placement)
+    training.optimizer.step()
+    training.schedule.step()
+    if training.mean_teacher is not None:
+        training.mean_teacher.update(supernet, step)
+
+    metrics = average_metrics(metrics, placement)
+    if part is not None:
+        metrics["part"] = part
+    if t.teacher_warmup or t.student_ramp:
+        metrics["student_weight"] = weight
+    images = placement.world_size * (batch.x.shape[0] + (batch.u_weak.shape[0] if batch.u_weak is not None else 0))
+    return metrics, images
+
+
+def _subnets(job: Job, training: Training, step: int) -> tuple[list[SubnetConfig], int | None]:
+    """The step's subnets, teacher first, and the sub-supernet they train (None: not split)."""
+    t, space, fewshot = job.experiment.train, training.supernet.space, training.fewshot
+    if job.fixed:
+        return [job.fixed], None
+    if fewshot is None:
+        return sandwich(space, t.seed, step, t.n_random, job.pool), None
+    part = part_schedule(fewshot, step)
+    return sandwich(fewshot.subspace(space, part), t.seed, step, t.n_random, restrict_pool(job.pool, fewshot, part)), part
+
+
+def _checkpoint(job: Job, training: Training, stop: StopRequest, log, name: str, step: int) -> None:
+    """Write checkpoint ``name`` after ``step`` steps (rank 0, once the replicas are checked to
+    agree); a signal during the write is honoured once it is complete."""
+    if log is not None:
+        log.flush()
+    check_replicas(training.supernet, job.placement)
+    if not job.placement.is_main:
+        return
+    with stop.shield():
+        save_checkpoint(job.run_dir / name, training.state(job, step))
+        training.index.save(job.run_dir / "selection_index.json")
+
+
+def _evaluate(job: Job, supernet: Supernet, load_seconds: float) -> dict[str, float]:
+    """The final evaluation (``eval.json``) and the run's measured time (``timing.json``)."""
     # evaluated on the training device (a GPU evaluates the subnets in seconds)
-    targets = {"single": fixed} if fixed else {"max": supernet.space.max(), "min": supernet.space.min()}
+    targets = {"single": job.fixed} if job.fixed else {"max": supernet.space.max(), "min": supernet.space.min()}
     began = time.perf_counter()
-    results = {name: top1(supernet, config, data, experiment) for name, config in targets.items()}
-    atomic_write_json(run_dir / "eval.json", results)
-    write_timing(run_dir, load_seconds, time.perf_counter() - began)
+    results = {name: top1(supernet, config, job.data, job.experiment) for name, config in targets.items()}
+    atomic_write_json(job.run_dir / "eval.json", results)
+    write_timing(job.run_dir, load_seconds, time.perf_counter() - began)
     return results
 
 
@@ -362,44 +359,13 @@ def _stopped(stop: StopRequest) -> str:
     return "terminated (SIGTERM)" if stop.name == "SIGTERM" else "interrupted"
 
 
-def split_step(experiment: Experiment) -> int | None:
-    """The step at which the one-shot supernet is split (None: it never is)."""
-    sp = experiment.split
-    if sp.method == "none" or experiment.train.single is not None:
-        return None
-    return max(1, round(sp.at * experiment.train.steps))
-
-
-def split_supernet(supernet: Supernet, optimizer, schedule, experiment: Experiment, data: RunData,
-                   labelled: BatchStream, unlabelled: BatchStream | None, settings: LossSettings, step: int,
-                   autocast) -> tuple[SplitSupernet, torch.optim.Optimizer, object, SplitPlan]:
-    """Plan the split on the warmed-up supernet, copy it into the sub-supernets, and carry the
-    optimizer over (momentum per parameter, the current learning rate, the schedule's position).
-
-    Each choice's gradient is that of the run's loss for one subnet (labelled + FixMatch with the
-    subnet's own pseudo-labels; distillation needs a teacher, so it is left out), taken on whole
-    global batches drawn past the run's last step: every rank of a distributed run computes the
-    same plan."""
-    sp, t = experiment.split, experiment.train
-    scoring = dataclasses.replace(settings, loss="sup" if settings.loss == "kd" else settings.loss,
-                                  pseudo_labels="self", lambda_kd=0.0)
-    batches = [make_batch(data, experiment, t.steps + 1 + i, labelled, unlabelled,
-                          Placement(device=next(supernet.parameters()).device)) for i in range(sp.batches)]
-
-    def gradient_of(model, config, batch):
-        torch.manual_seed(t.seed)
-        with autocast:
-            train_step(model, [config], batch, scoring)
-
-    plan = plan_split(sp.method, supernet, sp.edges, sp.dimension, sp.groups, step, t.seed, batches, gradient_of)
-    parent_momentum = momentum_by_name(optimizer, supernet)
-    split = SplitSupernet.from_parent(supernet, plan)
-    new_optimizer, new_schedule = build_optimizer(split, experiment)
-    copy_momentum(new_optimizer, parent_momentum, split)
-    new_schedule.load_state_dict(schedule.state_dict())
-    for new, old in zip(new_optimizer.param_groups, optimizer.param_groups):
-        new["lr"] = old["lr"]
-    return split, new_optimizer, new_schedule, plan
+def _split(job: Job, training: Training, step: int, autocast) -> None:
+    """Split the supernet now (:func:`split_supernet`) and record the plan in ``fewshot.json``."""
+    training.supernet, training.optimizer, training.schedule, training.fewshot = split_supernet(
+        training.supernet, training.optimizer, training.schedule, job.experiment, job.data, job.labelled,
+        job.unlabelled, job.settings, step, autocast)
+    if job.placement.is_main:
+        atomic_write_json(job.run_dir / FEWSHOT_FILE, training.fewshot.to_dict())
 
 
 def _log_step(log, progress, step: int, optimizer, metrics: dict[str, float], images: int, seconds: float) -> None:
@@ -420,4 +386,3 @@ def resume(run_dir: str | Path, placement: Placement | None = None) -> dict[str,
     run_dir = Path(run_dir)
     experiment = read_experiment(run_dir)  # without a checkpoint: from step 0, on the saved split
     return train(experiment, run_dir, resume=True, placement=placement)
-

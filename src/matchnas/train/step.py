@@ -100,7 +100,9 @@ def train_step(
     students' gradient against the maxnet's, with ``project_conflicts``).
 
     Each student's loss is ``student_weight * (student_sup_weight * (L_lab + lambda_u * L_fm) +
-    lambda_kd * L_kd)``, the teacher's ``L_lab + lambda_u * L_fm`` (docs/method.md, step 3).
+    lambda_kd * L_kd)``, the teacher's ``L_lab + lambda_u * L_fm`` (docs/method.md, step 3). Which
+    subnets train and ``student_weight`` are the caller's, both from one rule:
+    :func:`matchnas.train.levers.teacher_first`.
 
     With ``mean_teacher`` (a weight average of ``model``: ``train.ema_teacher``) the pseudo-labels
     and distillation targets come from its forward at ``configs[0]``, without gradient, of the
@@ -115,23 +117,10 @@ def train_step(
     for i, config in enumerate(configs):
         is_teacher = i == 0
         needs_strong, needs_weak = settings.views(is_teacher)
-        parts = [batch.x]  # always: L_lab is logged for every subnet, and BN sees the labelled view
-        if needs_strong:
-            parts.append(batch.u_strong)
-        if is_teacher and mean_teacher is not None and needs_weak:
-            # the mean teacher sees the maxnet's whole batch, so its BN batch statistics are the ones
-            # the online maxnet would use; only its weak-view rows are kept
-            needs_weak = False
-            with torch.no_grad():
-                averaged = mean_teacher(resize(torch.cat([*parts, batch.u_weak]), config.resolution), config)
-            teacher = pseudo_labels(averaged[-batch.u_weak.shape[0]:], settings.tau)
-        if needs_weak:
-            parts.append(batch.u_weak)
-        logits = model(resize(torch.cat(parts), config.resolution), config)
-        chunks = list(logits.split([p.shape[0] for p in parts]))
-        logits_x = chunks.pop(0)
-        logits_strong = chunks.pop(0) if needs_strong else None
-        logits_weak = chunks.pop(0) if needs_weak else None
+        logits_x, logits_strong, logits_weak, averaged = _forward(
+            model, config, batch, needs_strong, needs_weak, mean_teacher if is_teacher else None, settings.tau)
+        if averaged is not None:
+            teacher = averaged
 
         loss_lab = labelled_loss(logits_x, batch.y, settings.label_smoothing)
         supervised = loss_lab
@@ -168,7 +157,39 @@ def train_step(
         totals["loss"] += loss.item()
         totals["lab"] += loss_lab.item()
         counts["lab"] += 1
+    return _metrics(totals, counts, teacher, batch, params, teacher_grads)
 
+
+def _forward(model, config: SubnetConfig, batch: StepBatch, needs_strong: bool, needs_weak: bool,
+             mean_teacher, tau: float) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, PseudoLabels | None]:
+    """``config`` forwarded once on the concatenated views it needs (labelled, then strong, then
+    weak): the logits of each view (None where not needed), and with ``mean_teacher`` (the
+    teacher's only) the pseudo-labels of the mean teacher's weak view."""
+    parts = [batch.x]  # always: L_lab is logged for every subnet, and BN sees the labelled view
+    if needs_strong:
+        parts.append(batch.u_strong)
+    averaged = None
+    if mean_teacher is not None and needs_weak:
+        # the mean teacher sees the maxnet's whole batch, so its BN batch statistics are the ones
+        # the online maxnet would use; only its weak-view rows are kept
+        needs_weak = False
+        with torch.no_grad():
+            logits = mean_teacher(resize(torch.cat([*parts, batch.u_weak]), config.resolution), config)
+        averaged = pseudo_labels(logits[-batch.u_weak.shape[0]:], tau)
+    if needs_weak:
+        parts.append(batch.u_weak)
+    logits = model(resize(torch.cat(parts), config.resolution), config)
+    chunks = list(logits.split([p.shape[0] for p in parts]))
+    logits_x = chunks.pop(0)
+    logits_strong = chunks.pop(0) if needs_strong else None
+    logits_weak = chunks.pop(0) if needs_weak else None
+    return logits_x, logits_strong, logits_weak, averaged
+
+
+def _metrics(totals: dict, counts: dict, teacher: PseudoLabels | None, batch: StepBatch, params: list,
+             teacher_grads) -> dict[str, float]:
+    """The step's named metrics (see :func:`train_step`); projects the students' gradient first
+    when ``teacher_grads`` were taken (``project_conflicts``)."""
     metrics = {"loss": totals["loss"], "lab": totals["lab"] / counts["lab"]}
     if counts["fm"]:
         metrics["fm"] = totals["fm"] / counts["fm"]

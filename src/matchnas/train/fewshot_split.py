@@ -14,11 +14,15 @@ choices (:class:`SplitSupernet`); training continues round-robin over the sub-su
 with its own sandwich drawn from its part of the space (:meth:`SplitPlan.subspace`).
 
 ``method="random"`` is the paper's control: random edges, random partitions, no gradients.
+
+The training loop calls :func:`split_supernet` once, at :func:`split_step`. (This is the few-shot
+split of the supernet; the data's label split is :mod:`matchnas.data.split`.)
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -28,10 +32,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from matchnas.data import BatchStream
 from matchnas.errors import MatchnasError
+from matchnas.experiment import Experiment
 from matchnas.nn import Supernet
 from matchnas.nn.fewshot import DIMENSIONS, Edge, Partition, SplitPlan, SplitSupernet
+from matchnas.run import RunData
 from matchnas.space import SearchSpace, SubnetConfig
+from matchnas.train.batches import make_batch
+from matchnas.train.distributed import Placement
+from matchnas.train.optimizer import carry_over, momentum_by_name
+from matchnas.train.step import LossSettings, train_step
 
 def candidate_edges(space: SearchSpace, dimension: str, groups: int) -> list[Edge]:
     """Edges of ``dimension`` with at least ``groups`` choices, in stage order."""
@@ -148,20 +159,42 @@ def restrict_pool(pool: tuple[SubnetConfig, ...] | None, plan: SplitPlan, part: 
     return mine or None
 
 
-def copy_momentum(optimizer: torch.optim.Optimizer, old_state: dict, split: SplitSupernet) -> None:
-    """Start every sub-supernet's momentum from the parent's (``old_state``: the parent's
-    optimizer state keyed by parameter name)."""
-    for part in split.parts:
-        for name, p in part.named_parameters():
-            if name in old_state:
-                optimizer.state[p] = {k: v.clone() if torch.is_tensor(v) else v for k, v in old_state[name].items()}
-
-
-def momentum_by_name(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, dict]:
-    return {name: optimizer.state[p] for name, p in model.named_parameters() if p in optimizer.state}
-
-
 def part_schedule(plan: SplitPlan, step: int) -> int:
     """The sub-supernet that trains at ``step`` (round-robin from the split step)."""
     return (step - plan.step) % plan.num_parts
 
+
+def split_step(experiment: Experiment) -> int | None:
+    """The step at which the one-shot supernet is split (None: it never is)."""
+    sp = experiment.split
+    if sp.method == "none" or experiment.train.single is not None:
+        return None
+    return max(1, round(sp.at * experiment.train.steps))
+
+
+def split_supernet(supernet: Supernet, optimizer, schedule, experiment: Experiment, data: RunData,
+                   labelled: BatchStream, unlabelled: BatchStream | None, settings: LossSettings, step: int,
+                   autocast) -> tuple[SplitSupernet, torch.optim.Optimizer, object, SplitPlan]:
+    """Plan the split on the warmed-up supernet, copy it into the sub-supernets, and carry the
+    optimizer over (momentum per parameter, the current learning rate, the schedule's position).
+
+    Each choice's gradient is that of the run's loss for one subnet (labelled + FixMatch with the
+    subnet's own pseudo-labels; distillation needs a teacher, so it is left out), taken on whole
+    global batches drawn past the run's last step: every rank of a distributed run computes the
+    same plan."""
+    sp, t = experiment.split, experiment.train
+    scoring = dataclasses.replace(settings, loss="sup" if settings.loss == "kd" else settings.loss,
+                                  pseudo_labels="self", lambda_kd=0.0)
+    batches = [make_batch(data, experiment, t.steps + 1 + i, labelled, unlabelled,
+                          Placement(device=next(supernet.parameters()).device)) for i in range(sp.batches)]
+
+    def gradient_of(model, config, batch):
+        torch.manual_seed(t.seed)
+        with autocast:
+            train_step(model, [config], batch, scoring)
+
+    plan = plan_split(sp.method, supernet, sp.edges, sp.dimension, sp.groups, step, t.seed, batches, gradient_of)
+    momentum = momentum_by_name(optimizer, supernet)
+    split = SplitSupernet.from_parent(supernet, plan)
+    new_optimizer, new_schedule = carry_over(optimizer, schedule, momentum, split, experiment)
+    return split, new_optimizer, new_schedule, plan

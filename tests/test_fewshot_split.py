@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from matchnas.errors import MatchnasError
-from matchnas.train.split import (
+from matchnas.train.fewshot_split import (
     Edge,
     Partition,
     SplitPlan,
