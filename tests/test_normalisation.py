@@ -9,14 +9,19 @@ import pytest
 import torch
 from PIL import Image
 
+from matchnas import cost
 from matchnas.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD
 from matchnas.checkpoint import FINAL, load_checkpoint
 from matchnas.data import LITE_NORMALISATION, Normalisation
 from matchnas.errors import MatchnasError
+from matchnas.evaluate import accuracy, calibrated_subnet
 from matchnas.experiment import load_experiment
 from matchnas.export import export_run
 from matchnas.predict import classify, load_model, preprocess_image
+from matchnas.proxies import get_proxy, proxy_input
 from matchnas.run import open_run
+from matchnas.search.run import build_context, search
+from matchnas.space import SubnetConfig
 from matchnas.train import loop
 
 from .conftest import randomize_batch_norms
@@ -100,3 +105,40 @@ def test_bad_normalisation_record_is_a_one_line_error():
         Normalisation.from_record({"mean": [1.0, 2.0], "std": [1.0, 1.0]})
     with pytest.raises(MatchnasError, match="bad normalisation record"):
         Normalisation.from_record({"mean": 127.0})
+
+
+def test_a_mobilenetv3_run_evaluated_searched_and_exported_without_naming_its_normalisation(mbv3_run, tmp_path):
+    """No call below names a normalisation: the run carries ImageNet's, and every top-1 (eval,
+    search's picks, the export's manifest) and proxy score equals the one measured with
+    ImageNet's normalisation passed explicitly."""
+    run_dir, _ = mbv3_run
+    run = open_run(run_dir)
+    t = run.experiment.train
+
+    def explicit_top1(config):
+        net = calibrated_subnet(run.supernet, config, run.data.recalibration_pool, t.recalibration_images, t.seed,
+                                run.data.flip, normalisation=IMAGENET)
+        return accuracy(net, run.data.source.test, config.resolution, normalisation=IMAGENET)
+
+    for config in (run.space.min(), run.space.max()):  # evaluated (matchnas eval)
+        assert run.top1(config) == explicit_top1(config)
+
+    space, k = run.space, run.supernet.num_classes
+    budgets = ",".join(str(cost.flops(space, c, k)) for c in (space.min(), space.max()))
+    search(run_dir, "flops", budgets, "fixed", out=tmp_path / "fixed")  # searched: the picks' test top-1
+    selections = tmp_path / "fixed" / "selections.json"
+    picks = json.loads(selections.read_text())["picks"]
+    assert picks and all(p["config"] is not None for p in picks)
+    for pick in picks:
+        assert pick["test_top1"] == explicit_top1(SubnetConfig.from_dict(pick["config"]))
+    search(run_dir, "flops", budgets, "zeroshot:synflow", out=tmp_path / "zeroshot", options={"candidates": 4})
+    ctx = build_context(run, "flops")
+    proxy = get_proxy("synflow")
+    for pick in json.loads((tmp_path / "zeroshot" / "selections.json").read_text())["picks"]:
+        config = SubnetConfig.from_dict(pick["config"])
+        assert pick["score"] == float(proxy(proxy_input(run.supernet, config, ctx.proxy_images, t.seed, IMAGENET)))
+
+    out = tmp_path / "bundle"  # exported: the manifest's test top-1
+    export_run(run_dir, out, "onnx", selections=selections, parity_images=16, latency_runs=2)
+    for entry in json.loads((out / "manifest.json").read_text())["models"]:
+        assert entry["test_top1"] == explicit_top1(SubnetConfig.from_dict(entry["config"]))
