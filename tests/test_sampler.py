@@ -1,6 +1,7 @@
+"""The sandwich sampler: the subnets of a step, a function of ``(seed, step)``."""
+
 import numpy as np
 
-from matchnas.selection_index import SelectionIndex
 from matchnas.train.sampler import sandwich
 
 
@@ -17,13 +18,3 @@ def test_sandwich_draws_from_a_pool_when_given(tiny_space):
     pool = tuple(tiny_space.sample(np.random.default_rng(i)) for i in range(3))
     for step in range(20):
         assert all(c in pool for c in sandwich(tiny_space, 0, step, pool=pool)[2:])
-
-
-def test_selection_index_adds_the_iteration_and_round_trips(tiny_space):
-    index = SelectionIndex()
-    a, b = tiny_space.max(), tiny_space.min()
-    index.record(a, 1)
-    index.record(b, 2)
-    index.record(a, 5)
-    assert index.scores == {a: 6.0, b: 2.0}
-    assert SelectionIndex.from_json(index.to_json()).scores == index.scores
