@@ -67,7 +67,7 @@ class SearchContext:
 
     @property
     def normalisation(self) -> Normalisation | None:
-        """The run's input normalisation (None without a run: EfficientNet-Lite's)."""
+        """The run's input normalisation (None without a run: a proxy then refuses to guess one)."""
         return self.run.normalisation if self.run is not None else None
 
     @property
