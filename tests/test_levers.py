@@ -10,7 +10,7 @@ from matchnas.errors import MatchnasError
 from matchnas.experiment import load_experiment
 from matchnas.train import loop
 from matchnas.checkpoint import FINAL, LATEST
-from matchnas.train.levers import MeanTeacher, gradient_snapshot, project_conflicting_students, student_weight
+from matchnas.train.levers import MeanTeacher, gradient_snapshot, project_conflicting_students, student_weight, teacher_first
 from matchnas.train.step import LossSettings, StepBatch, train_step
 
 TINY = ["train.batch_size=8", "train.warmup_steps=2", "train.recalibration_images=64",
@@ -53,6 +53,14 @@ def test_student_weight_is_zero_during_the_warmup_then_ramps_linearly_to_one():
     assert 0.0 < weights[20] < weights[30] < weights[39] < 1.0
     assert weights[40:] == [1.0] * 60
     assert [student_weight(s, 100, 0.0, 0.0) for s in range(100)] == [1.0] * 100
+
+
+def test_teacher_first_keeps_only_the_teacher_while_the_students_weigh_nothing(tiny_space):
+    configs = [tiny_space.max(), tiny_space.min()]
+    assert teacher_first(configs, 1, 10, 0.2, 0.2) == ([tiny_space.max()], 0.0)
+    joined, weight = teacher_first(configs, 2, 10, 0.2, 0.2)
+    assert joined == configs and 0.0 < weight < 1.0
+    assert teacher_first(configs, 0, 10, 0.0, 0.0) == (configs, 1.0)  # the plain sandwich
 
 
 def test_warmup_trains_only_the_maxnet_then_the_students_join(tmp_path, monkeypatch):
