@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ class Job:
     data: RunData
     settings: LossSettings
     fixed: SubnetConfig | None  # the subnet of a single-model run
-    pool: tuple[SubnetConfig, ...] | list[SubnetConfig] | None  # the narrowed pool
+    pool: Sequence[SubnetConfig] | None  # the narrowed pool (None: the whole space)
     labelled: BatchStream
     unlabelled: BatchStream | None
 
