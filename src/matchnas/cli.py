@@ -193,7 +193,8 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(export_run(args.run_dir, args.out, formats=args.format, selections=args.selections, subnet=args.subnet,
                      force=args.force, tolerance=args.tolerance, parity_images=args.parity_images,
                      threads=args.threads, latency_runs=args.latency_runs, quantize=args.quantize,
-                     int8_tolerance=args.int8_tolerance, calibration_images=args.calibration_images))
+                     int8_tolerance=args.int8_tolerance, calibration_images=args.calibration_images,
+                     strict=args.strict, budget_tolerance=args.budget_tolerance))
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -304,7 +305,7 @@ def _add_export_command(commands) -> None:
     export.add_argument("--out", required=True, help="the bundle folder to create")
     export.add_argument("--selections", help="selections.json from `matchnas search` (default: RUN_DIR/selections.json)")
     export.add_argument("--subnet", help="one config instead: max, min or a config JSON")
-    export.add_argument("--format", default="onnx", help="onnx, executorch or both: onnx,executorch (default: %(default)s)")
+    export.add_argument("--format", default="onnx", help="onnx, executorch, litert or several: onnx,executorch (default: %(default)s)")
     export.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     export.add_argument("--tolerance", type=at_least(0.0, float), help="max |logit difference| allowed in parity checks (default: 1e-3)")
     export.add_argument("--parity-images", type=COUNT, default=256, help="test images for parity checks (default: %(default)s)")
@@ -314,6 +315,9 @@ def _add_export_command(commands) -> None:
     export.add_argument("--int8-tolerance", type=at_least(0.0, float), default=1.0, metavar="POINTS",
                         help="max test top-1 drop of an int8 file, in percentage points (default: %(default)s)")
     export.add_argument("--calibration-images", type=COUNT, help="int8 calibration images (default: train.recalibration_images)")
+    export.add_argument("--budget-tolerance", type=at_least(0.0, float), default=0.1, metavar="FRACTION",
+                        help="a file's measured cost may exceed its budget by this fraction (default: %(default)s)")
+    export.add_argument("--strict", action="store_true", help="fail (nothing written) when a file misses its budget")
     export.set_defaults(run=_cmd_export)
 
 

@@ -19,6 +19,7 @@ from matchnas.errors import MatchnasError
 from matchnas.export.formats import REGISTRY, SUFFIX, TOLERANCE, parse_formats
 from matchnas.export.manifest import manifest as build_manifest
 from matchnas.export.manifest import model_entry, sha256
+from matchnas.export.measured import BUDGET_TOLERANCE, check_tolerance, record_measurements
 from matchnas.export.parity import check_parity
 from matchnas.export.quantize import DROP_TOLERANCE, calibration_set, check_drop, file_key, file_suffix, parse_quantize, quantized_file
 from matchnas.export.targets import Target, selection_targets, subnet_target
@@ -69,6 +70,7 @@ def export_run(
     quantize: str | None = None,
     int8_tolerance: float = DROP_TOLERANCE,
     calibration_images: int | None = None,
+    strict: bool = False, budget_tolerance: float = BUDGET_TOLERANCE,
 ) -> str:
     """Export the selected subnets of a trained run as a bundle; returns a summary table.
 
@@ -93,6 +95,7 @@ def export_run(
             :mod:`matchnas.export.quantize`); None: float32 only.
         int8_tolerance: the most percentage points of test top-1 an int8 file may lose.
         calibration_images: int8 calibration images; None: the run's ``train.recalibration_images``.
+        strict: fail when a file's measured cost is over its budget by more than budget_tolerance.
 
     Raises:
         MatchnasError: bad input (nothing is written) or an export above tolerance.
@@ -100,6 +103,7 @@ def export_run(
     run_dir, out_dir = Path(run_dir), _destination(out_dir)
     settings = _settings(formats, tolerance, parity_images, threads, latency_runs, quantize, int8_tolerance,
                          calibration_images)
+    check_tolerance(budget_tolerance)
     _check_out_dir(out_dir, run_dir, force)
     selections, selections_body = _selections(run_dir, selections, subnet)
 
@@ -122,6 +126,7 @@ def export_run(
         remove_leftovers(out_dir.parent, [out_dir.name])  # of exports killed before they finished
         work = work_dir(out_dir)
         models = _export_models(run, targets, images, settings, work)
+        header["budget_misses"] = misses = record_measurements(models, work, source.get("metric"), budget_tolerance, strict)
         manifest = build_manifest(run_dir, run.space, run.supernet.num_classes, header, models)
         atomic_write_json(work / "manifest.json", manifest)
         _move_into_place(work, out_dir)
@@ -130,7 +135,7 @@ def export_run(
         raise
     finally:
         lock.release()
-    return _summary(run_dir, out_dir, run.space, manifest, settings.formats)
+    return "\n".join([_summary(run_dir, out_dir, run.space, manifest, settings.formats), *misses])
 
 
 def _destination(out_dir: str | Path) -> Path:
