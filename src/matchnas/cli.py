@@ -262,7 +262,7 @@ def _add_eval_command(commands) -> None:
 def _add_search_command(commands) -> None:
     search = commands.add_parser("search", help="pick a subnet for each budget, with no retraining")
     search.add_argument("run_dir")
-    search.add_argument("--metric", default="flops", help="flops, params, memory, latency or latency:LUT.json (default: %(default)s)")
+    search.add_argument("--metric", default="flops", help="flops, params, memory[:int8], flash[:int8] (bytes: budgets like 256KB,1MB), latency or latency:LUT.json (default: %(default)s)")
     search.add_argument("--budgets", required=True, help="comma-separated, K/M/G suffixes allowed, e.g. 4M,8M,12M")
     search.add_argument("--strategy", default="fixed", help="fixed, zeroshot:PROXY, agreement[:kl], evolution or random (default: %(default)s)")
     search.add_argument("--val-dir", help="a labelled folder (labeled/<class>/*, '/' in a class name written '_') for evolution/random; "

@@ -127,4 +127,17 @@ def peak_memory(
     return peak * batch_size * dtype_bytes
 
 
-COST_FUNCTIONS = {"flops": flops, "params": params, "memory": peak_memory}
+def flash_bytes(space: SearchSpace, config: SubnetConfig, num_classes: int, in_chans: int = 3,
+                dtype_bytes: int = 4) -> int:
+    """Bytes of the weights a deployed file stores (flash on a microcontroller): every conv and
+    classifier weight at ``dtype_bytes`` (1 for int8), BN folded into a float32/int32 bias of 4
+    bytes per output channel, and with int8 a float32 scale per output channel (per-channel
+    quantization). The graph, its metadata and the runtime's code are not included."""
+    total = 0
+    for layer in _conv_layers(layers(space, config, num_classes, in_chans)):
+        weights = layer.out_channels * (layer.in_channels // layer.groups) * layer.kernel**2
+        total += weights * dtype_bytes + layer.out_channels * (4 + (4 if dtype_bytes == 1 else 0))
+    return total
+
+
+COST_FUNCTIONS = {"flops": flops, "params": params, "memory": peak_memory, "flash": flash_bytes}

@@ -13,7 +13,7 @@ from matchnas.io import as_path, atomic_write_json, check_writable, read_json
 from matchnas.lock import run_lock
 from matchnas.run import Run, open_run
 from matchnas.search.agreement import AGREEMENT_IMAGES, agreement_for_run
-from matchnas.search.budgets import UNITS, format_cost, parse_budgets, resolve_metric
+from matchnas.search.budgets import check_metric, format_cost, parse_budgets, resolve_metric
 from matchnas.search.front import write_front
 from matchnas.search.plot import plot_search
 from matchnas.search.strategies import SearchContext, SearchResult, run_strategy
@@ -69,10 +69,9 @@ def check_options(strategy: str, metric: str, val_dir: str | None) -> None:
         raise MatchnasError(f"unknown strategy '{strategy}'; known: {', '.join(sorted(STRATEGIES))}")
     if name == "zeroshot" and argument:
         get_proxy(argument)
+    check_metric(metric)
     metric_name, _, lut = metric.partition(":")
-    if metric_name not in UNITS:
-        raise MatchnasError(f"unknown metric '{metric}': use flops, params, memory, latency or latency:LUT.json")
-    if lut:
+    if metric_name == "latency" and lut:
         read_json(lut, "latency table")
     if val_dir is not None and not Path(val_dir).is_dir():
         raise MatchnasError(f"--val-dir {val_dir}: no such folder")
@@ -81,7 +80,7 @@ def check_options(strategy: str, metric: str, val_dir: str | None) -> None:
 def search(run_dir: str | Path, metric: str, budgets: str, strategy: str, val_dir: str | None = None,
            out: str | Path | None = None, options: dict | None = None) -> str:
     run_dir = Path(run_dir)
-    budget_values = parse_budgets(budgets)
+    budget_values = parse_budgets(budgets, metric)
     check_options(strategy, metric, val_dir)
     out = as_path(out, "--out") if out is not None else run_dir
     check_writable(out / "selections.json", "search output")
