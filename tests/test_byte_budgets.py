@@ -38,3 +38,13 @@ def test_int8_metrics_are_the_cost_model_at_one_byte(tiny_supernet):
             (2 if layer.batch_norm else 1) * layer.out_channels for layer in cost.layers(space, config, k) if layer.name != "pool")
         assert flash8(config) == weights + 8 * channels and flash32(config) == 4 * weights + 4 * channels
     assert format_cost(256e3, "memory:int8") == "256.00K"
+
+
+def test_the_shipped_mcu_space_has_subnets_under_256kb_sram_and_1mb_flash():
+    from matchnas import from_pretrained
+
+    space = from_pretrained("efficientnet-lite0", num_classes=10, space="efficientnet-lite0-mcu").space
+    assert space.resolutions[0] == 64 and space.resolutions[-1] <= 128
+    smallest, largest = space.min(), space.max()
+    assert cost.peak_memory(space, smallest, 10, dtype_bytes=1) <= 256e3 and cost.flash_bytes(space, smallest, 10, dtype_bytes=1) <= 1e6
+    assert cost.flash_bytes(space, largest, 10, dtype_bytes=1) > 1e6  # the budget has something to choose
