@@ -305,7 +305,7 @@ def _add_export_command(commands) -> None:
     export.add_argument("--out", required=True, help="the bundle folder to create")
     export.add_argument("--selections", help="selections.json from `matchnas search` (default: RUN_DIR/selections.json)")
     export.add_argument("--subnet", help="one config instead: max, min or a config JSON")
-    export.add_argument("--format", default="onnx", help="onnx, executorch, litert or several: onnx,executorch (default: %(default)s)")
+    export.add_argument("--format", default="onnx", help="onnx, executorch or both: onnx,executorch (default: %(default)s)")
     export.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     export.add_argument("--tolerance", type=at_least(0.0, float), help="max |logit difference| allowed in parity checks (default: 1e-3)")
     export.add_argument("--parity-images", type=COUNT, default=256, help="test images for parity checks (default: %(default)s)")
