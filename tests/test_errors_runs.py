@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,7 +118,8 @@ class Payload:
 
 
 CHECKPOINTS = {
-    "random bytes": (lambda p: p.write_bytes(os.urandom(4096)), "truncated or corrupted checkpoint"),
+    # seeded, and not starting with 0x80, which reads as a bare pickle's protocol byte
+    "random bytes": (lambda p: p.write_bytes(b"\x00" + np.random.default_rng(0).bytes(4095)), "truncated or corrupted checkpoint"),
     "bare pickle": (lambda p: p.write_bytes(pickle.dumps(Payload())), "refused for safety"),
     "objects": (lambda p: torch.save({"step": 1, "x": Payload()}, p), "refused for safety"),
     "another program's": (lambda p: torch.save({"model": {}, "epoch": 3}, p), "not a matchnas checkpoint (no 'step'"),
