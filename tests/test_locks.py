@@ -22,17 +22,8 @@ from matchnas.lock import LOCK_FILE, destination_lock, run_lock
 from matchnas.run import read_experiment
 from matchnas.train import loop
 from tests.test_errors import run_cli
+from tests.test_errors_runs import TINY, one_line, sets
 
-TINY = ["train.batch_size=8", "train.warmup_steps=2", "train.recalibration_images=64",
-        "data.image_size=32", "data.labels_per_class=3", "data.max_unlabeled=200"]
-
-
-def sets(overrides):
-    return [a for o in overrides for a in ("--set", o)]
-
-
-def one_line(err: str) -> bool:
-    return "Traceback" not in err and err.count("\n") == 1
 
 
 HOLD = """
