@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 from fmnist_levers import ROWS, SUPERNET, run_name
-from suite import Evaluator, config_file, ensure_run, eval_results, experiment_for, parse_mode, write_results
+from suite import Evaluator, config_file, ensure_run, eval_results, experiment_for, parse_mode, plot_path, write_results
 
 from matchnas import cost
 from matchnas.space import SearchSpace, SubnetConfig
@@ -85,6 +85,41 @@ def main() -> None:
     print(table)
     script = "fmnist_supernet_vs_single-" + run_name(args.row)
     print(f"wrote {write_results(script, mode, {'row': args.row, 'points': points, 'table': table})}")
+    print(f"wrote {plot_curve(points, plot_path('fmnist_supernet_vs_single', mode), mode)}")
+
+
+def plot_curve(points: list[dict], path, mode) -> str:
+    """Test top-1 against MFLOPs: the supernet's subnets (one training) and the same architectures
+    each trained alone with FixMatch (one training per device), means over the seeds."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = sorted({p["label"] for p in points}, key=lambda label: next(p["mflops"] for p in points if p["label"] == label))
+
+    def mean(label, key):
+        rows = [p[key] for p in points if p["label"] == label]
+        return 100 * sum(rows) / len(rows)
+
+    mflops = [next(p["mflops"] for p in points if p["label"] == label) for label in labels]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(mflops, [mean(label, "supernet") for label in labels], "o-", label="one supernet, subnets taken with no retraining")
+    ax.plot(mflops, [mean(label, "single_fm") for label in labels], "s--", label="each architecture trained alone (FixMatch)")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([3, 5, 10, 20, 40, 70]))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("MFLOPs (log scale)")
+    ax.set_ylabel("test top-1 %")
+    ax.set_title(f"Fashion-MNIST, 400 labels, {mode.steps} steps, seeds {sorted({p['seed'] for p in points})}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
 
 
 if __name__ == "__main__":
