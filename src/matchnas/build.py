@@ -10,7 +10,6 @@ other budgets, metric, strategy or formats is made again.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from matchnas.errors import MatchnasError
@@ -29,7 +28,7 @@ def build(data_dir: str, out: str | Path, budgets: str, metric: str = "flops", s
 
     if not Path(data_dir).is_dir():
         raise MatchnasError(f"{data_dir}: not a folder (the data must be a folder with labeled/<class>/ images)")
-    parse_budgets(budgets)
+    budget_values = parse_budgets(budgets)
     check_options(strategy, metric, None)
     format_list, quantize = parse_formats(formats), parse_quantize(quantize)
     check_writable(out, "--out", folder=True)
@@ -37,6 +36,7 @@ def build(data_dir: str, out: str | Path, budgets: str, metric: str = "flops", s
     experiment = load_experiment(None, [f"data.source={data_dir}", *overrides])
 
     from matchnas.export import export_run
+    from matchnas.export.manifest import sha256
     from matchnas.search.run import search
     from matchnas.train.plan import train_planned
 
@@ -46,13 +46,13 @@ def build(data_dir: str, out: str | Path, budgets: str, metric: str = "flops", s
     echo("  ".join(f"{name}: top-1 {100 * top1:.2f}%" for name, top1 in results.items()))
     echo("== search")
     selections = run_dir / "selections.json"
-    if _current(selections, {"metric": metric, "strategy": strategy}, budgets):
+    if _current(selections, {"metric": metric, "strategy": strategy}, budget_values):
         echo(f"{selections}: made for these budgets already; reused")
     else:
         echo(search(run_dir, metric, budgets, strategy))
     echo("== export")
     # what the bundle was exported from, stamped once the export has finished
-    stamp, wanted = out / "exported.json", {"selections_sha256": _sha256(selections), "formats": sorted(format_list),
+    stamp, wanted = out / "exported.json", {"selections_sha256": sha256(selections), "formats": sorted(format_list),
                                             "quantize": quantize}
     if (bundle / "manifest.json").exists() and stamp.exists() and read_json(stamp, "the build's export stamp") == wanted:
         return f"{bundle}: exported from these selections already; reused"
@@ -61,16 +61,10 @@ def build(data_dir: str, out: str | Path, budgets: str, metric: str = "flops", s
     return summary
 
 
-def _current(selections: Path, settings: dict, budgets: str) -> bool:
+def _current(selections: Path, settings: dict, budgets: list[float]) -> bool:
     """Whether ``selections`` answers exactly these budgets with these settings."""
-    from matchnas.search.budgets import parse_budgets
-
     if not selections.exists():
         return False
     body = read_json(selections, "selections")
     return (all(body.get(k) == v for k, v in settings.items())
-            and [p["budget"] for p in body.get("picks", [])] == list(parse_budgets(budgets)))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+            and [p["budget"] for p in body.get("picks", [])] == budgets)

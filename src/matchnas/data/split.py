@@ -73,6 +73,14 @@ def _labels_sha1(labels: torch.Tensor) -> str:
     return hashlib.sha1(labels.numpy().astype("<i8").tobytes()).hexdigest()
 
 
+def labelled_in_class(n_images: int, n_per_class: int | None, fraction: float | None, n_val_per_class: int) -> int:
+    """How many of a class's ``n_images`` keep their labels: ``n_per_class``, or ``fraction`` of
+    the images not held out for validation (at least 1; ``1.0`` labels all of them)."""
+    if n_per_class is not None:
+        return n_per_class
+    return max(1, round(fraction * (n_images - n_val_per_class)))
+
+
 def make_split(
     source: DataSource,
     seed: int,
@@ -109,12 +117,10 @@ def make_split(
 
     rng = np.random.default_rng(seed)
     labels = source.train_labels.numpy()
-    share = 0.0 if fraction is None else fraction
     labeled, val, rest = [], [], []
     for k, name in enumerate(source.classes):
         members = rng.permutation(np.flatnonzero(labels == k))
-        # a fraction is of the images not held out for validation: 1.0 labels all of them
-        n_lab = n_per_class if n_per_class is not None else max(1, round(share * (len(members) - n_val_per_class)))
+        n_lab = labelled_in_class(len(members), n_per_class, fraction, n_val_per_class)
         if n_lab + n_val_per_class > len(members):
             raise MatchnasError(
                 f"class {name!r} has {len(members)} training images, fewer than the "

@@ -5,8 +5,8 @@ images of the run's size and colour: a few maxnet-only steps (the teacher's warm
 ``train.teacher_warmup``) and a few minnet-only steps; a sandwich step is the maxnet's, the
 minnet's and ``n_random`` random subnets' share, each interpolated in FLOPs between the two; then
 the maxnet's and minnet's inference for the final evaluation. A folder's decoding time comes
-from its survey. The run writes the time
-it took next to this estimate (``timing.json``), so every estimate can be checked.
+from its survey. The run writes the time it took next to this estimate (``timing.json``), so every
+estimate can be checked.
 """
 
 from __future__ import annotations

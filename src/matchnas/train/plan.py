@@ -17,8 +17,9 @@ import torch
 
 from matchnas import cost, devices
 from matchnas.checkpoint import FINAL
+from matchnas.data.split import labelled_in_class
 from matchnas.data.survey import DataSurvey, survey
-from matchnas.defaults import Choice, resolve, steps_for_time
+from matchnas.defaults import DEFAULT_STEPS, Choice, resolve, steps_for_time
 from matchnas.experiment import Experiment
 from matchnas.search.budgets import format_cost
 from matchnas.space_file import load_space
@@ -79,7 +80,9 @@ def make_plan(experiment: Experiment, run_dir: str | Path, device: torch.device,
         timing = estimate(resolved, data, supernet, device)
     if time_budget is not None:
         seconds, text = time_budget
-        steps = steps_for_time(seconds, timing.fixed, _mean_step(timing, resolved), text)
+        # the mean step over the teacher-only / sandwich mix of a full-length run
+        mix = timing.with_steps(DEFAULT_STEPS, teacher_steps(resolved, DEFAULT_STEPS))
+        steps = steps_for_time(seconds, timing.fixed, mix.mean_step(), text)
         resolved = replace(resolved, train=replace(resolved.train, steps=steps))
         timing = timing.with_steps(steps, teacher_steps(resolved, steps))
         choices = [c if c.key != "train.steps" else Choice(c.key, steps, f"what fits --time {text} at the measured step time")
@@ -87,13 +90,6 @@ def make_plan(experiment: Experiment, run_dir: str | Path, device: torch.device,
     elif timing is not None:
         timing = timing.with_steps(resolved.train.steps, teacher_steps(resolved, resolved.train.steps))
     return Plan(resolved, data, tuple(choices), timing, str(device), torch.get_num_threads(), str(run_dir))
-
-
-def _mean_step(timing: Estimate, experiment: Experiment) -> float:
-    """The mean step time over the run's default mix of teacher-only and sandwich steps."""
-    t = experiment.train
-    share = 1.0 if t.single is not None else t.teacher_warmup
-    return share * timing.teacher_step + (1 - share) * timing.sandwich_step
 
 
 def describe(plan: Plan) -> str:
@@ -138,10 +134,9 @@ def describe(plan: Plan) -> str:
 
 
 def _labelled_count(e: Experiment, d: DataSurvey) -> int:
-    held = e.data.val_per_class
-    if e.data.labels_per_class is not None:
-        return e.data.labels_per_class * len(d.classes)
-    return sum(max(1, round(e.data.label_fraction * (n - held))) for n in d.labelled)
+    """The labelled training images the split will draw (as :func:`~matchnas.data.split.make_split` does)."""
+    return sum(labelled_in_class(n, e.data.labels_per_class, e.data.label_fraction, e.data.val_per_class)
+               for n in d.labelled)
 
 
 def _sizes(d: DataSurvey) -> str:
