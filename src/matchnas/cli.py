@@ -305,7 +305,7 @@ def _add_export_command(commands) -> None:
     export.add_argument("--out", required=True, help="the bundle folder to create")
     export.add_argument("--selections", help="selections.json from `matchnas search` (default: RUN_DIR/selections.json)")
     export.add_argument("--subnet", help="one config instead: max, min or a config JSON")
-    export.add_argument("--format", default="onnx", help="onnx, executorch or both: onnx,executorch (default: %(default)s)")
+    export.add_argument("--format", default="onnx", help="onnx, executorch, litert or several: onnx,executorch,litert (default: %(default)s)")
     export.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     export.add_argument("--tolerance", type=at_least(0.0, float), help="max |logit difference| allowed in parity checks (default: 1e-3)")
     export.add_argument("--parity-images", type=COUNT, default=256, help="test images for parity checks (default: %(default)s)")
@@ -322,8 +322,8 @@ def _add_export_command(commands) -> None:
 
 
 def _add_predict_command(commands) -> None:
-    predict = commands.add_parser("predict", help="classify images with an exported ONNX model or bundle (no PyTorch needed)")
-    predict.add_argument("model", help="a bundle folder (with manifest.json) or an .onnx file")
+    predict = commands.add_parser("predict", help="classify images with an exported ONNX or .tflite model, or a bundle (no PyTorch needed)")
+    predict.add_argument("model", help="a bundle folder (with manifest.json), an .onnx or a .tflite file")
     predict.add_argument("images", nargs="+")
     predict.add_argument("--top-k", type=COUNT, default=5)
     predict.add_argument("--budget", help="which model of a bundle: a budget label, a number or a config id (default: the largest)")
@@ -331,7 +331,7 @@ def _add_predict_command(commands) -> None:
     predict.add_argument("--threads", type=COUNT)
     predict.add_argument("--int8", action="store_true", help="run the bundle's int8 ONNX model (export --quantize int8)")
     predict.add_argument("--normalisation", choices=("lite", "imagenet"),
-                         help="input normalisation of an .onnx file that records none (not a matchnas export): "
+                         help="input normalisation of a model file that records none (a bare .tflite, an .onnx not from matchnas): "
                          "lite = (x - 127) / 128, imagenet = ImageNet mean/std")
     predict.set_defaults(run=_cmd_predict)
 

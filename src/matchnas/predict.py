@@ -1,17 +1,21 @@
-"""``matchnas predict``: classify image files with an exported ONNX model through onnxruntime.
+"""``matchnas predict``: classify image files with an exported ONNX model through onnxruntime, or
+a ``.tflite`` file through LiteRT (``ai-edge-litert``, :mod:`matchnas.litert_runtime`).
 
-This module needs numpy, Pillow and onnxruntime only, never PyTorch, so a bundle can be checked
-on a machine that has no training stack. It imports nothing from matchnas but the error type.
+This module needs numpy, Pillow and onnxruntime (LiteRT for a ``.tflite``) only, never PyTorch, so
+a bundle can be checked on a machine that has no training stack. It imports nothing from matchnas
+but the error type, file checks and the LiteRT runner.
 
 What it reads, in order of preference:
 - a bundle folder: ``manifest.json`` names the models, their preprocessing and class names; the
   largest model (by FLOPs) unless ``budget`` picks another; the file's sha256 is checked;
-- an ``.onnx`` file listed in the ``manifest.json`` beside it: that entry;
+- an ``.onnx`` or ``.tflite`` file listed in the ``manifest.json`` beside it: that entry (an int8
+  ``.tflite`` takes int8 input: the float32 image is quantized with the file's own scale and zero
+  point, and the logits dequantized);
 - any other ``.onnx`` file: the preprocessing and class names matchnas embeds in its ONNX files
   (metadata ``matchnas.preprocess``, ``matchnas.classes``); else the input size from the model's
   input shape (or ``resolution`` when that is dynamic), RGB, class indices as names, and the
-  input normalisation the caller names (``normalisation``: one of :data:`NORMALISATIONS`). Such a
-  file records no normalisation, and guessing one would give confident wrong answers, so without
+  input normalisation the caller names (``normalisation``: one of :data:`NORMALISATIONS`); a
+  ``.tflite`` never records one, so the same holds for it. Such a file records no normalisation, and guessing one would give confident wrong answers, so without
   that argument it is refused with a one-line error.
 
 ``mean``/``std`` in a manifest's ``preprocess`` are numbers (EfficientNet-Lite's 127/128, also in
@@ -44,6 +48,7 @@ from matchnas.io import check_readable, read_json
 MANIFEST_VERSIONS = (1,)  # manifest format versions this module reads (matchnas.export writes 1)
 _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
 ONNX_KEYS = ("onnx", "onnx-int8")  # manifest keys of the float32 and int8 ONNX files (matchnas.export.quantize)
+FILE_KEYS = (*ONNX_KEYS, "litert", "litert-int8")  # the files predict runs when given one by name
 # What a bare .onnx file (no manifest, no matchnas metadata) may be told its normalisation is, as
 # a manifest writes it (matchnas.backbones holds the same values; tests check they agree).
 NORMALISATIONS = {
@@ -55,7 +60,7 @@ NORMALISATIONS = {
 
 @dataclass
 class LoadedModel:
-    """An onnxruntime session and how to feed it."""
+    """An onnxruntime session (or a LiteRT file behind the same interface) and how to feed it."""
 
     path: Path
     session: Any
@@ -77,20 +82,21 @@ def predict(
     """Classify ``images``; returns, per image, its file and top-k labels with probabilities.
 
     Args:
-        model_or_bundle: an export bundle folder or an ``.onnx`` file.
+        model_or_bundle: an export bundle folder, an ``.onnx`` or a ``.tflite`` file.
         images: image files Pillow can read.
         top_k: how many classes to show per image.
         budget: in a bundle, the model answering this budget (its label as in the manifest,
             e.g. ``4M`` or ``flops-4.00M``, a number, or a config id); default: the largest.
         resolution: input size for an ONNX file that does not say (dynamic input shape).
-        threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+        threads: onnxruntime intra-op threads or LiteRT threads (default: the runtime's choice).
         int8: in a bundle, run the int8 ONNX file (``export --quantize int8``) instead of float32.
         normalisation: for an ONNX file that records none (not a matchnas export), its input
             normalisation by name (:data:`NORMALISATIONS`: ``lite`` or ``imagenet``).
     """
     model = load_model(model_or_bundle, budget, resolution, threads, int8, normalisation)
     results = classify(model, images, top_k)
-    lines = [f"model {model.name} ({model.path.name}, {model.preprocess['resolution']} px, onnxruntime)"]
+    runtime = "LiteRT" if model.path.suffix == ".tflite" else "onnxruntime"
+    lines = [f"model {model.name} ({model.path.name}, {model.preprocess['resolution']} px, {runtime})"]
     for path, top in zip(images, results):
         lines.append(str(path))
         width = max(len(label) for label, _ in top)
@@ -154,8 +160,8 @@ def load_model(
     model_or_bundle: str | Path, budget: str | None = None, resolution: int | None = None, threads: int | None = None,
     int8: bool = False, normalisation: str | None = None,
 ) -> LoadedModel:
-    """The ONNX model of a bundle folder or file, with its preprocessing and class names; an int8
-    file (``*.int8.onnx``) runs the same way (onnxruntime executes its QDQ graph).
+    """The ONNX model of a bundle folder, or an ONNX or ``.tflite`` file, with its preprocessing and
+    class names; an int8 file (``*.int8.onnx``, ``*.int8.tflite``) runs the same way.
     ``normalisation`` names the input normalisation of a file that records none (see
     :func:`predict`); a model that records its own refuses a different one."""
     if normalisation is not None and normalisation not in NORMALISATIONS:
@@ -170,14 +176,14 @@ def load_model(
         path = path / entry["files"][key]["file"]
     else:
         if path.suffix == ".pte":
-            raise MatchnasError(f"{path}: predict runs ONNX models through onnxruntime; a .pte runs in the ExecuTorch runtime")
+            raise MatchnasError(f"{path}: predict runs ONNX and .tflite models; a .pte runs in the ExecuTorch runtime")
         beside = path.parent / "manifest.json"
         if beside.is_file():
             manifest = _read_manifest(beside)
-            found = [(m, k) for m in manifest["models"] for k in ONNX_KEYS if m["files"].get(k, {}).get("file") == path.name]
+            found = [(m, k) for m in manifest["models"] for k in FILE_KEYS if m["files"].get(k, {}).get("file") == path.name]
             entry, key = found[0] if found else (None, key)
         if budget is not None or int8:
-            raise MatchnasError("--budget and --int8 pick a model of a bundle folder, not of a single .onnx file")
+            raise MatchnasError("--budget and --int8 pick a model of a bundle folder, not of a single model file")
     if entry is not None:
         expected = entry["files"][key]["sha256"]
         if not path.is_file() or _sha256(path) != expected:
@@ -227,12 +233,12 @@ def _entry_problem(entry: Any) -> str | None:
     for fmt, record in entry["files"].items():
         if not isinstance(record, dict) or not isinstance(record.get("file"), str) or not isinstance(record.get("sha256"), str):
             return f"files.{fmt} needs 'file' and 'sha256'"
-    if any(k in entry["files"] for k in ONNX_KEYS):
+    if any(k in entry["files"] for k in FILE_KEYS):
         spec = entry.get("preprocess")
         if not isinstance(spec, dict) or "color" not in spec or not isinstance(spec.get("resolution"), (int, float)) \
                 or not all(_is_normalisation(spec.get(k)) for k in ("mean", "std")):
             return "has no valid 'preprocess' (color, resolution, mean, std: a number or 3 numbers)"
-        if any("/" in entry["files"][k]["file"] or "\\" in entry["files"][k]["file"] for k in ONNX_KEYS if k in entry["files"]):
+        if any("/" in entry["files"][k]["file"] or "\\" in entry["files"][k]["file"] for k in FILE_KEYS if k in entry["files"]):
             return "names a model file outside the bundle"
     return None
 
@@ -271,6 +277,10 @@ def _number(text: str) -> float | None:
 
 
 def _session(path: Path, threads: int | None):
+    if path.suffix == ".tflite":
+        from matchnas.litert_runtime import LiteRTSession
+
+        return LiteRTSession(path, threads)
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
@@ -322,7 +332,8 @@ def _spec_from_model(session, path: Path, resolution: int | None,
     if side is None and resolution is None:
         raise MatchnasError(f"{path}: the input size is dynamic ({shape}): give --resolution")
     if normalisation is None:
-        raise MatchnasError(f"{path} records no input normalisation (not a matchnas export): "
+        why = "a .tflite away from its manifest.json" if path.suffix == ".tflite" else "not a matchnas export"
+        raise MatchnasError(f"{path} records no input normalisation ({why}): "
                             f"give --normalisation {' or '.join(NORMALISATIONS)}")
     size = int(side or resolution)
     spec = {"color": "rgb" if channels == 3 else "grey", "fit_size": size, "resolution": size,

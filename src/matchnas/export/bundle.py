@@ -82,7 +82,7 @@ def export_run(
     Args:
         run_dir: a trained run (``matchnas train --out``).
         out_dir: the bundle folder to create: model files plus ``manifest.json``.
-        formats: ``"onnx"``, ``"executorch"`` or both (a list or ``"onnx,executorch"``).
+        formats: ``"onnx"``, ``"executorch"``, ``"litert"`` or several (a list or ``"onnx,litert"``).
         selections: a ``selections.json`` from ``matchnas search``; default: the run's own, when
             neither this nor ``subnet`` is given.
         subnet: ``"max"``, ``"min"`` or a config JSON file: export this one model (budget null).

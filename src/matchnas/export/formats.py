@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 from matchnas.errors import MatchnasError
 from matchnas.export.executorch_format import executorch_api, export_executorch
+from matchnas.export.litert_format import export_litert, litert_api
 from matchnas.export.onnx_format import export_onnx
 from matchnas.export.quantize_executorch import quantize_executorch
+from matchnas.export.quantize_litert import quantize_litert
 from matchnas.export.quantize_onnx import quantize_onnx
 
 
@@ -31,6 +33,7 @@ class Format:
 REGISTRY = {
     "onnx": Format(".onnx", export_onnx, 1e-3, quantizer=quantize_onnx),
     "executorch": Format(".pte", export_executorch, 1e-3, executorch_api, quantize_executorch),
+    "litert": Format(".tflite", export_litert, 1e-3, litert_api, quantize_litert),
 }
 FORMATS = tuple(REGISTRY)
 SUFFIX = {name: f.suffix for name, f in REGISTRY.items()}
@@ -38,7 +41,8 @@ TOLERANCE = {name: f.tolerance for name, f in REGISTRY.items()}
 
 
 def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
-    """``"onnx,executorch"`` or a list -> a tuple of known formats; ExecuTorch must be importable."""
+    """``"onnx,executorch"`` or a list -> a tuple of known formats; an optional format's packages
+    (ExecuTorch, LiteRT) must be importable."""
     items = formats.split(",") if isinstance(formats, str) else list(formats)
     names = tuple(dict.fromkeys(f.strip().lower() for f in items if f.strip()))
     if not names:

@@ -3,8 +3,9 @@ measured and held to an accuracy tolerance.
 
 Per format a quantizer (:data:`matchnas.export.formats.REGISTRY`, field ``quantizer``) writes the
 int8 file and returns its logits on the held-out images: onnxruntime's static QDQ quantization
-(:mod:`~matchnas.export.quantize_onnx`) or PT2E with the XNNPACK quantizer
-(:mod:`~matchnas.export.quantize_executorch`). This module gives both the same inputs and
+(:mod:`~matchnas.export.quantize_onnx`), PT2E with the XNNPACK quantizer
+(:mod:`~matchnas.export.quantize_executorch`) or ai-edge-quantizer on the ``.tflite``
+(:mod:`~matchnas.export.quantize_litert`). This module gives all of them the same inputs and
 judges them alike:
 
 - calibration images: the weak views of training images that BN recalibration uses (same images,
