@@ -32,8 +32,10 @@ from matchnas.space_file import load_space
 
 
 def _measure(net, named, args) -> list[float]:
+    """``named`` configs of ``net`` measured whole (``args.quantize``, when set: as static int8 models)."""
     runners = [
-        Runner(net.extract(c).eval(), (1, 3, c.resolution, c.resolution), args.runtime, args.threads)
+        Runner(net.extract(c).eval(), (1, 3, c.resolution, c.resolution), args.runtime, args.threads,
+               getattr(args, "quantize", None))
         for _, c in tqdm(named, "export")
     ]
     with tqdm(total=len(runners) * args.rounds, desc="measure") as bar:
