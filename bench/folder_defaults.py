@@ -60,12 +60,19 @@ def write_folder(source_name: str, labels: int, root: Path) -> Path:
 
 
 def run(folder: Path, kind: str, seed: int, out: Path) -> dict:
-    """Train (or finish) one run with the CLI; returns its eval.json and timing.json."""
+    """Train (or finish) one run of ``kind`` (supernet, max, min) with the CLI; returns its
+    eval.json and timing.json."""
+    return train_cli(folder, KINDS[kind], seed, out)
+
+
+def train_cli(folder: Path, options: list[str], seed: int, out: Path) -> dict:
+    """``matchnas train --data folder --out out *options`` (resumed where it stopped) as a
+    subprocess; returns the run's eval.json and timing.json."""
     if not (out / "eval.json").exists():
         if (out / "checkpoint-latest.pt").exists():
             command = ["--resume", str(out)]
         else:
-            command = ["--data", str(folder), "--out", str(out), *KINDS[kind]]
+            command = ["--data", str(folder), "--out", str(out), *options]
             command += ["--set", f"train.seed={seed}"] if seed else []
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out.parent / f"{out.name}.plan.txt", "a") as log:

@@ -256,6 +256,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def five_budgets(ctx) -> list[float]:
+    """FLOPs budgets at ``FRACTIONS`` of the way from the minnet's cost to the maxnet's; the first
+    one fits the minnet, the last one is just under the maxnet."""
+    low, high = ctx.metric(ctx.space.min()), ctx.metric(ctx.space.max())
+    return [math.ceil(low + f * (high - low)) for f in FRACTIONS]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     proxies = args.proxies or sorted(PROXIES)
@@ -271,8 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     options = {"candidates": args.candidates, "samples": args.samples, "population": args.population,
                "generations": args.generations, "agreement_images": args.agreement_images}
     ctx = build_context(run, "flops", options=options)
-    low, high = ctx.metric(ctx.space.min()), ctx.metric(ctx.space.max())
-    budgets = [math.ceil(low + f * (high - low)) for f in FRACTIONS]  # the first one fits the minnet
+    budgets = five_budgets(ctx)
     print(f"{run.dir}: {len(truth)} test images measured, {len(val)} as the validation split; budgets "
           + ", ".join(format_cost(b, "flops") for b in budgets), flush=True)
     build_reference(run, ctx, ref, truth, val, args.randoms, proxies)

@@ -1,0 +1,104 @@
+"""The economics of training once, on the user's path: one supernet run plus one search for K = 5
+budgets, against K FixMatch models trained one per device, each on the architecture the search
+picked for that device's budget, with the same command and steps.
+
+    python bench/train_once.py --source fashion-mnist --labels 40 --seeds 0 1
+
+Per seed: the supernet is bench/folder_defaults.py's run (``matchnas train --data DIR``, trained
+here if missing); ``matchnas search RUN --budgets B1,..,B5`` with the default strategy picks one
+subnet per budget (the five budgets of bench/selection_reference.py: 0, 25, 50, 75 and 99% of the
+way from the minnet's FLOPs to the maxnet's); each pick is then trained alone with
+``matchnas train --data DIR --single pick.json`` (its own folder, resumed when interrupted). The
+supernet side's top-1 is the search's test top-1 of the pick after BN recalibration.
+
+Times are the runs' own measured wall times (``timing.json``) and, because the runs may have
+shared the machine with other jobs, also the plans' estimates (timed steps at the start of each
+run): the ratio is reported for both. Results: ``bench/results/train_once-<source>-<labels>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from folder_defaults import RESULTS, RUNS, run, train_cli, write_folder
+from selection_reference import five_budgets
+
+from matchnas.io import atomic_write_json
+from matchnas.run import open_run
+from matchnas.search.run import build_context
+
+
+def search_picks(run_dir: Path, out: Path) -> dict:
+    """The default strategy's picks for the five budgets (``matchnas search``, reused once written)."""
+    selections = out / "selections.json"
+    if not selections.exists():
+        budgets = five_budgets(build_context(open_run(run_dir, device="cpu"), "flops"))
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "search.txt", "w") as log:
+            subprocess.run([sys.executable, "-m", "matchnas", "search", str(run_dir), "--budgets",
+                            ",".join(str(int(b)) for b in budgets), "--out", str(out)], check=True, stdout=log)
+    return json.loads(selections.read_text())
+
+
+def one_seed(folder: Path, name: str, seed: int) -> dict:
+    base = RUNS / "folder-defaults" / name
+    supernet = run(folder, "supernet", seed, base / f"supernet-s{seed}")
+    selections = search_picks(base / f"supernet-s{seed}", RUNS / "train-once" / name / f"search-s{seed}")
+    devices = []
+    for pick in selections["picks"]:
+        config_file = RUNS / "train-once" / name / f"pick-{pick['config_id']}.json"
+        config_file.write_text(json.dumps(pick["config"]))
+        single = train_cli(folder, ["--single", str(config_file)], seed,
+                           base / f"pick-{pick['config_id']}-s{seed}")
+        devices.append({"budget": pick["budget"], "config_id": pick["config_id"], "mflops": pick["cost"] / 1e6,
+                        "supernet_top1": pick["test_top1"], "single_top1": single["top1"]["single"],
+                        "single_s": single["timing"]["measured_s"]["total"],
+                        "single_estimate_s": single["timing"]["estimate_s"]["total"]})
+    return {"supernet_s": supernet["timing"]["measured_s"]["total"],
+            "supernet_estimate_s": supernet["timing"]["estimate_s"]["total"],
+            "search_s": selections["seconds"], "strategy": selections["strategy"], "devices": devices}
+
+
+def table(results: dict, name: str) -> str:
+    lines = [f"{name}: one supernet + one search against K = 5 per-device FixMatch models (top-1 %)",
+             "| seed | budget MFLOPs | pick | MFLOPs | supernet's subnet | trained alone | difference |",
+             "|---:|---:|---|---:|---:|---:|---:|"]
+    for seed, r in sorted(results.items()):
+        for d in r["devices"]:
+            diff = 100 * (d["supernet_top1"] - d["single_top1"])
+            lines.append(f"| {seed} | {d['budget'] / 1e6:.2f} | {d['config_id']} | {d['mflops']:.2f} | "
+                         f"{100 * d['supernet_top1']:.1f} | {100 * d['single_top1']:.1f} | {diff:+.1f} |")
+    lines += ["", "| seed | strategy | supernet + search (s) | 5 models (s) | ratio | ratio of the plans' estimates |",
+              "|---:|---|---:|---:|---:|---:|"]
+    for seed, r in sorted(results.items()):
+        once = r["supernet_s"] + r["search_s"]
+        separate = sum(d["single_s"] for d in r["devices"])
+        estimated = (r["supernet_estimate_s"] + r["search_s"]) / sum(d["single_estimate_s"] for d in r["devices"])
+        lines.append(f"| {seed} | {r['strategy']} | {once:.0f} | {separate:.0f} | {once / separate:.2f} | {estimated:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="fashion-mnist")
+    parser.add_argument("--labels", type=int, default=40, help="labelled images per class in the folder")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    args = parser.parse_args()
+    name = f"{args.source}-{args.labels}"
+    folder = write_folder(args.source, args.labels, RUNS / "folders" / name)
+    path = RESULTS / f"train_once-{name}.json"
+    results = {str(k): v for k, v in (json.loads(path.read_text()) if path.exists() else {}).items()}
+    for seed in args.seeds:
+        results[str(seed)] = one_seed(folder, name, seed)
+        atomic_write_json(path, results)
+        print(table(results, name), flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
