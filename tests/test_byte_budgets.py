@@ -36,7 +36,7 @@ def test_int8_metrics_are_the_cost_model_at_one_byte(tiny_supernet):
         channels = sum(layer.out_channels for layer in cost.layers(space, config, k) if layer.name != "pool")
         weights = cost.params(space, config, k) - sum(
             (2 if layer.batch_norm else 1) * layer.out_channels for layer in cost.layers(space, config, k) if layer.name != "pool")
-        assert flash8(config) == weights + 8 * channels and flash32(config) == 4 * weights + 4 * channels
+        assert flash8(config) == weights + 28 * channels and flash32(config) == 4 * weights + 4 * channels
     assert format_cost(256e3, "memory:int8") == "256.00K"
 
 
