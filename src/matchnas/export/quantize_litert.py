@@ -30,7 +30,7 @@ QUANT_SETTINGS = {
     "weights": "int8, per output channel, symmetric",
     "activations": "int8, per tensor, asymmetric",
     "input_output": "int8, scale and zero point in the file",
-    "calibration_method": "MinMax",
+    "calibration_method": "MinMax over all calibration images",
 }
 
 
@@ -48,7 +48,7 @@ def quantize_litert(net, float_path: Path, path: Path, calibration: np.ndarray, 
     samples = [{name: image[None]} for image in calibration.astype(np.float32)]
     with quiet():
         quantizer = aeq.Quantizer(str(float_path), aeq.recipe.static_wi8_ai8())
-        ranges = quantizer.calibrate({signature: samples}, num_threads=threads)
+        ranges = minmax_ranges(float_path, {signature: samples}, threads)
         quantizer.quantize(ranges, enable_progress_report=False).export_model(str(path), overwrite=True)
     model = open_interpreter(path, threads)
     logits = run_images(model, test)
@@ -66,6 +66,23 @@ def quantize_litert(net, float_path: Path, path: Path, calibration: np.ndarray, 
         "latency": {**latency, "runtime": runtime_name(), "threads": threads},
     }
     return record, logits
+
+
+def minmax_ranges(float_path: Path, samples: dict, threads: int) -> dict:
+    """Each tensor's min and max over every calibration image (onnxruntime's MinMax).
+    ``Quantizer.calibrate`` keeps an exponential moving average of each sample's min and max
+    instead, and a ``.tflite`` of batch 1 makes every image a sample: the input range of a
+    Fashion-MNIST subnet then stopped at 0.78 of the images' 0.99 (bright pixels clipped) and int8
+    top-1 dropped up to 1.8 points."""
+    from ai_edge_quantizer import calibrator, recipe, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe.static_wi8_ai8())
+    calib = calibrator.Calibrator(float_path.read_bytes(), num_threads=threads,
+                                  qsv_update_func=qsv_utils.min_max_update)
+    calib.calibrate(samples, manager)
+    return calib.get_model_qsvs()
 
 
 def float_ops(model) -> list[str]:
