@@ -48,7 +48,7 @@ def quantize_litert(net, float_path: Path, path: Path, calibration: np.ndarray, 
     samples = [{name: image[None]} for image in calibration.astype(np.float32)]
     with quiet():
         quantizer = aeq.Quantizer(str(float_path), aeq.recipe.static_wi8_ai8())
-        ranges = minmax_ranges(float_path, {signature: samples}, threads)
+        ranges = minmax_ranges(float_path, quantizer.get_quantization_recipe(), {signature: samples}, threads)
         quantizer.quantize(ranges, enable_progress_report=False).export_model(str(path), overwrite=True)
     model = open_interpreter(path, threads)
     logits = run_images(model, test)
@@ -68,17 +68,18 @@ def quantize_litert(net, float_path: Path, path: Path, calibration: np.ndarray, 
     return record, logits
 
 
-def minmax_ranges(float_path: Path, samples: dict, threads: int) -> dict:
+def minmax_ranges(float_path: Path, recipe, samples: dict, threads: int) -> dict:
     """Each tensor's min and max over every calibration image (onnxruntime's MinMax).
     ``Quantizer.calibrate`` keeps an exponential moving average of each sample's min and max
     instead, and a ``.tflite`` of batch 1 makes every image a sample: the input range of a
     Fashion-MNIST subnet then stopped at 0.78 of the images' 0.99 (bright pixels clipped) and int8
-    top-1 dropped up to 1.8 points."""
-    from ai_edge_quantizer import calibrator, recipe, recipe_manager
+    top-1 dropped up to 1.8 points. ``recipe`` is the quantizer's own, so the calibrated tensors
+    are the ones it quantizes."""
+    from ai_edge_quantizer import calibrator, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
     manager = recipe_manager.RecipeManager()
-    manager.load_quantization_recipe(recipe.static_wi8_ai8())
+    manager.load_quantization_recipe(recipe)
     calib = calibrator.Calibrator(float_path.read_bytes(), num_threads=threads,
                                   qsv_update_func=qsv_utils.min_max_update)
     calib.calibrate(samples, manager)
