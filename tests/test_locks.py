@@ -107,6 +107,7 @@ WRITERS = {
     "train --resume": (lambda run, tmp: ["train", "--resume", run], lambda run, tmp: run),
     "search": (lambda run, tmp: ["search", run, "--budgets", "1G"], lambda run, tmp: run),
     "search --out": (lambda run, tmp: ["search", run, "--budgets", "1G", "--out", tmp / "s"], lambda run, tmp: tmp / "s"),
+    "proxies": (lambda run, tmp: ["proxies", run, "--n", "2"], lambda run, tmp: run),
 }
 
 

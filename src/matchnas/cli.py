@@ -95,7 +95,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from matchnas.io import as_path, check_writable
     from matchnas.train import distributed
     from matchnas.run import read_experiment
-    from matchnas.train.loop import has_checkpoint, resume, train
+    from matchnas.checkpoint import has_checkpoint
+    from matchnas.train.loop import resume, train
     from matchnas.train.plan import make_plan
 
     if args.resume:
@@ -144,8 +145,6 @@ def _cmd_build(args: argparse.Namespace) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from matchnas.run import open_run
 
     if args.subnet not in ("max", "min") and not Path(args.subnet).is_file():
@@ -157,8 +156,6 @@ def _cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from matchnas.demo import run_demo
     from matchnas.io import check_writable
 

@@ -16,17 +16,25 @@ from scipy import stats
 from tqdm import tqdm
 
 from matchnas.io import atomic_write_json, check_writable
+from matchnas.lock import run_lock
 from matchnas.search.run import build_context
 
 
 def rank_proxies(run_dir: str | Path, n: int = 50, names: list[str] | None = None) -> str:
-    from matchnas.proxies import PROXIES, get_proxy, proxy_input
+    from matchnas.proxies import PROXIES, get_proxy
 
     run_dir = Path(run_dir)
     names = names or sorted(PROXIES)
     for name in names:  # before the run loads: a typo must not cost the ground-truth evaluations
         get_proxy(name)
     check_writable(run_dir / "proxies.json", "proxies output")
+    with run_lock(run_dir, "proxies"):  # no other writer in the run meanwhile (training, search)
+        return _rank(run_dir, n, names)
+
+
+def _rank(run_dir: Path, n: int, names: list[str]) -> str:
+    from matchnas.proxies import PROXIES, proxy_input
+
     ctx = build_context(run_dir, "flops")
     rng = np.random.default_rng([ctx.seed, 0x9A])
     configs = list(dict.fromkeys([ctx.space.max(), ctx.space.min(), *(ctx.space.sample(rng) for _ in range(n))]))

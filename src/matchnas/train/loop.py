@@ -32,7 +32,6 @@ from tqdm import tqdm
 
 from matchnas import devices
 from matchnas.checkpoint import FINAL, LATEST, check_belongs, load_checkpoint, save_checkpoint
-from matchnas.checkpoint import has_checkpoint  # noqa: F401  (its home before checkpoint.py; cli and plan import it here)
 from matchnas.convert import from_pretrained
 from matchnas.data.survey import survey
 from matchnas.defaults import resolve

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from matchnas import cost, devices
-from matchnas.checkpoint import FINAL
+from matchnas.checkpoint import FINAL, has_checkpoint
 from matchnas.data.split import labelled_in_class
 from matchnas.data.survey import DataSurvey, survey
 from matchnas.defaults import DEFAULT_STEPS, Choice, resolve, steps_for_time
@@ -25,7 +25,7 @@ from matchnas.search.budgets import format_cost
 from matchnas.space_file import load_space
 from matchnas.train.distributed import pick_device
 from matchnas.train.estimate import TIMED_STEPS, Estimate, estimate, teacher_steps
-from matchnas.train.loop import build_supernet, has_checkpoint, resume, train
+from matchnas.train.loop import build_supernet, resume, train
 
 
 LONG_RUN_S = 8 * 3600  # a plan that takes longer says how to fit a budget
