@@ -17,7 +17,7 @@ from matchnas.experiment import load_experiment
 from matchnas.io import atomic_write_json, check_writable, read_json
 
 
-def build(data_dir: str, out: str | Path, budgets: str, metric: str = "flops", strategy: str = "fixed",
+def build(data_dir: str, out: str | Path, budgets: str, metric: str = "flops", strategy: str | None = None,
           formats: str = "onnx", quantize: str | None = None, overrides: list[str] = (),
           time_budget: tuple[float, str] | None = None, echo=print) -> str:
     """Run the three stages; returns the export's summary table."""
@@ -25,10 +25,12 @@ def build(data_dir: str, out: str | Path, budgets: str, metric: str = "flops", s
     from matchnas.export.quantize import parse_quantize
     from matchnas.search.budgets import parse_budgets
     from matchnas.search.run import check_options
+    from matchnas.search.strategies import DEFAULT_STRATEGY
 
     if not Path(data_dir).is_dir():
         raise MatchnasError(f"{data_dir}: not a folder (the data must be a folder with labeled/<class>/ images)")
     budget_values = parse_budgets(budgets)
+    strategy = strategy or DEFAULT_STRATEGY
     check_options(strategy, metric, None)
     format_list, quantize = parse_formats(formats), parse_quantize(quantize)
     check_writable(out, "--out", folder=True)

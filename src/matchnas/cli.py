@@ -241,7 +241,7 @@ def _add_build_command(commands) -> None:
     build_command.add_argument("--budgets", required=True, help="comma-separated, K/M/G suffixes allowed, e.g. 5M,10M,20M")
     build_command.add_argument("--out", required=True, help="the build folder: run/ (training, selections) and bundle/")
     build_command.add_argument("--metric", default="flops", help="as for search (default: %(default)s)")
-    build_command.add_argument("--strategy", default="fixed", help="as for search (default: %(default)s)")
+    build_command.add_argument("--strategy", help="as for search")
     build_command.add_argument("--format", default="onnx", help="as for export (default: %(default)s)")
     build_command.add_argument("--quantize", help="int8: also export static int8 models")
     build_command.add_argument("--time", metavar="DURATION", help="a time budget for training, e.g. 30m")
@@ -261,7 +261,8 @@ def _add_search_command(commands) -> None:
     search.add_argument("run_dir")
     search.add_argument("--metric", default="flops", help="flops, params, memory[:int8], flash[:int8] (bytes: budgets like 256KB,1MB), latency or latency:LUT.json (default: %(default)s)")
     search.add_argument("--budgets", required=True, help="comma-separated, K/M/G suffixes allowed, e.g. 4M,8M,12M")
-    search.add_argument("--strategy", default="fixed", help="fixed, zeroshot:PROXY, agreement[:kl], evolution or random (default: %(default)s)")
+    search.add_argument("--strategy", help="fixed, zeroshot:PROXY, agreement[:kl], evolution or random (default: the one "
+                        "docs/benchmarks.md measured closest to the best subnet under each budget; the output names it)")
     search.add_argument("--val-dir", help="a labelled folder (labeled/<class>/*, '/' in a class name written '_') for evolution/random; "
                         "without one they rank by agreement with the maxnet on unlabelled images")
     search.add_argument("--out", help="where selections.json and selections.png go (default: the run directory)")

@@ -13,11 +13,11 @@ from matchnas.nn import StaticNet
 from matchnas.run import Run
 from matchnas.search.budgets import format_cost, parse_budgets
 from matchnas.search.run import build_context
-from matchnas.search.strategies import run_strategy
+from matchnas.search.strategies import DEFAULT_STRATEGY, run_strategy
 from matchnas.space import SubnetConfig
 
 
-def config_for_budget(run: Run, budget: float | str, metric: str = "flops", strategy: str = "fixed") -> SubnetConfig:
+def config_for_budget(run: Run, budget: float | str, metric: str = "flops", strategy: str = DEFAULT_STRATEGY) -> SubnetConfig:
     """The config ``strategy`` picks for ``budget`` (``"8M"`` or a number, in ``metric``'s unit)."""
     ctx = build_context(run, metric)
     (value,) = parse_budgets(str(budget))
@@ -28,6 +28,6 @@ def config_for_budget(run: Run, budget: float | str, metric: str = "flops", stra
     return pick.config
 
 
-def subnet_for_budget(run: Run, budget: float | str, metric: str = "flops", strategy: str = "fixed") -> StaticNet:
+def subnet_for_budget(run: Run, budget: float | str, metric: str = "flops", strategy: str = DEFAULT_STRATEGY) -> StaticNet:
     """:func:`config_for_budget`'s config, extracted with BN re-calibrated, in eval mode."""
     return run.subnet(config_for_budget(run, budget, metric, strategy))

@@ -16,7 +16,7 @@ from matchnas.search.agreement import AGREEMENT_IMAGES, agreement_for_run
 from matchnas.search.budgets import check_metric, format_cost, parse_budgets, resolve_metric
 from matchnas.search.front import write_front
 from matchnas.search.plot import plot_search
-from matchnas.search.strategies import SearchContext, SearchResult, run_strategy
+from matchnas.search.strategies import DEFAULT_STRATEGY, SearchContext, SearchResult, run_strategy
 from matchnas.search.validation import load_validation_dir
 
 
@@ -77,9 +77,10 @@ def check_options(strategy: str, metric: str, val_dir: str | None) -> None:
         raise MatchnasError(f"--val-dir {val_dir}: no such folder")
 
 
-def search(run_dir: str | Path, metric: str, budgets: str, strategy: str, val_dir: str | None = None,
+def search(run_dir: str | Path, metric: str, budgets: str, strategy: str | None = None, val_dir: str | None = None,
            out: str | Path | None = None, options: dict | None = None) -> str:
     run_dir = Path(run_dir)
+    strategy = strategy or DEFAULT_STRATEGY
     budget_values = parse_budgets(budgets, metric)
     check_options(strategy, metric, val_dir)
     out = as_path(out, "--out") if out is not None else run_dir

@@ -135,6 +135,7 @@ class SearchResult:
 
 Strategy = Callable[[SearchContext, list[float], str], SearchResult]
 STRATEGIES: dict[str, Strategy] = {}
+DEFAULT_STRATEGY = "fixed"  # what search, build and the Python API use unless told (docs/benchmarks.md, "Selection against the best known subnet")
 
 
 def register_strategy(name: str):
