@@ -33,7 +33,7 @@ def test_open_run_is_public_and_carries_the_run(trained_run):
     assert len(run.selection_index) > 0 and run.pool is None and run.fewshot_plan is None
 
 
-def test_subnet_for_a_budget_is_the_fixed_pick_with_recalibrated_bn(trained_run):
+def test_subnet_for_a_budget_is_the_default_pick_with_recalibrated_bn(trained_run):
     run = open_run(trained_run)
     space, k = run.space, run.supernet.num_classes
     budget = (cost.flops(space, space.min(), k) + cost.flops(space, space.max(), k)) / 2
