@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from matchnas.errors import MatchnasError
 from matchnas.nn import Supernet
@@ -344,7 +345,8 @@ def random_search(ctx: SearchContext, budgets: list[float], argument: str) -> Se
     drawn for one budget compete for the others too)."""
     accuracy, score_name = ctx.objective("random")
     candidates = _samples_under_budgets(ctx, budgets, int(ctx.options.get("samples", RANDOM_SAMPLES)))
-    evaluated = [(config, ctx.metric(config), accuracy(config)) for config in candidates]
+    evaluated = [(config, ctx.metric(config), accuracy(config))
+                 for config in tqdm(candidates, desc=score_name, unit="subnet", leave=False)]
     scored = evaluated or [(ctx.space.min(), ctx.metric(ctx.space.min()), float("nan"))]
     picks = best_under_budgets(scored, budgets)  # draws for one budget compete for the others too
     return SearchResult(picks, evaluated, score_name=score_name)
@@ -396,7 +398,8 @@ def agreement(ctx: SearchContext, budgets: list[float], argument: str) -> Search
     per_budget = _samples_under_budgets(ctx, budgets, int(ctx.options.get("samples", RANDOM_SAMPLES)))
     candidates = list(dict.fromkeys([*candidates, *per_budget]))
     largest = max(budgets)
-    scored = [(config, c, score(config)) for config, c in ((cfg, ctx.metric(cfg)) for cfg in candidates) if c <= largest]
+    fitting = [(config, c) for config, c in ((cfg, ctx.metric(cfg)) for cfg in candidates) if c <= largest]
+    scored = [(config, c, score(config)) for config, c in tqdm(fitting, desc="label-free score", unit="subnet", leave=False)]
     if not scored:
         cheapest = min(ctx.metric(c) for c in candidates)
         return SearchResult([Pick(b, None, cheapest) for b in budgets], [], score_name=measure)
