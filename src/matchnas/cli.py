@@ -266,7 +266,7 @@ def _add_search_command(commands) -> None:
     search.add_argument("--val-dir", help="a labelled folder (labeled/<class>/*, '/' in a class name written '_') for evolution/random; "
                         "without one they rank by agreement with the maxnet on unlabelled images")
     search.add_argument("--out", help="where selections.json and selections.png go (default: the run directory)")
-    search.add_argument("--candidates", type=COUNT, help="zeroshot, agreement: random candidates scored (default: 1000, 100)")
+    search.add_argument("--candidates", type=COUNT, help="zeroshot, agreement: random candidates scored (default: 1000, 300)")
     search.add_argument("--agreement-images", type=COUNT, default=2000,
                         help="unlabelled images the label-free score (agreement with the maxnet) uses (default: %(default)s)")
     search.add_argument("--samples", type=COUNT, default=20, help="random: configs evaluated per budget (default: %(default)s)")

@@ -373,7 +373,7 @@ def evolution(ctx: SearchContext, budgets: list[float], argument: str) -> Search
     return SearchResult(best_under_budgets(evaluated, budgets), evaluated, front, score_name=score_name)
 
 
-AGREEMENT_CANDIDATES = 100  # random candidates from the whole space the label-free strategy scores
+AGREEMENT_CANDIDATES = 300  # random candidates from the whole space the label-free strategy scores (as measured)
 
 
 @register_strategy("agreement")
