@@ -136,10 +136,8 @@ class SearchResult:
 
 Strategy = Callable[[SearchContext, list[float], str], SearchResult]
 STRATEGIES: dict[str, Strategy] = {}
-# What search, build and the Python API use unless told: of the strategies measured against the
-# best known subnet under five budgets on two seeds (docs/benchmarks.md, "Selection against the
-# best known subnet"), the label-free strategy had the smallest gaps (worst 0.42 points, not
-# resolved by the test set; fixed 0.84, random 0.97), for minutes of selection.
+# search, build and the Python API unless told: the smallest gaps to the best known subnet, two seeds (worst
+# 0.42 points; fixed 0.84, random 0.97), for minutes of selection (docs/benchmarks.md, "Selection against ...")
 DEFAULT_STRATEGY = "agreement"
 
 
@@ -180,16 +178,11 @@ def best_under_budgets(
     return picks
 
 
-def _with_extremes(ctx: SearchContext, configs) -> list[SubnetConfig]:
-    """Candidates plus the max and min subnets, without duplicates, order kept."""
-    return list(dict.fromkeys([ctx.space.min(), *configs, ctx.space.max()]))
-
-
 def _random_candidates(ctx: SearchContext, n: int) -> list[SubnetConfig]:
+    """``n`` seeded random configs (of the narrowed pool, if any) plus the min and max subnets, no duplicates."""
     rng = np.random.default_rng([ctx.seed, 0x5E])
-    if ctx.pool:
-        return _with_extremes(ctx, [ctx.pool[int(i)] for i in rng.integers(len(ctx.pool), size=n)])
-    return _with_extremes(ctx, [ctx.space.sample(rng) for _ in range(n)])
+    drawn = [ctx.pool[int(i)] for i in rng.integers(len(ctx.pool), size=n)] if ctx.pool else [ctx.space.sample(rng) for _ in range(n)]
+    return list(dict.fromkeys([ctx.space.min(), *drawn, ctx.space.max()]))
 
 
 @register_strategy("fixed-literal")
@@ -318,7 +311,7 @@ def _samples_under_budgets(ctx: SearchContext, budgets: list[float], n: int) -> 
     """For each budget, ``n`` seeded random configs that meet it (bounded rejection sampling; the
     minnet when none is found and it fits), then the candidates that spend it; no duplicates."""
     rng = np.random.default_rng([ctx.seed, 0x4A])
-    chosen_all: dict[SubnetConfig, None] = {}
+    chosen_all: dict[SubnetConfig, None] = {}  # ordered, no duplicates
     for budget in budgets:
         chosen = []
         for _ in range(200 * n):  # bounded rejection sampling
@@ -382,10 +375,9 @@ def agreement(ctx: SearchContext, budgets: list[float], argument: str) -> Search
     candidate that best reproduces the maxnet's predictions on unlabelled images
     (:mod:`matchnas.search.agreement`) under each budget. The candidates: ``candidates`` random
     configs from the whole space (plus max and min), ``samples`` random configs drawn under each
-    budget (as ``random`` draws them) and the candidates that spend the budget. The score favours
-    subnets like the maxnet, which is why the budget-spending ones are among them; both kinds of
-    random candidates are there because the score ranks well enough that more candidates found
-    better picks (docs/benchmarks.md, "Selection against the best known subnet")."""
+    budget (as ``random`` draws them) and the candidates that spend the budget (the score favours
+    maxnet-like subnets). With both kinds of random candidates the picks were closer to the best
+    known than with either (docs/benchmarks.md, "Selection against the best known subnet")."""
     from matchnas.search.agreement import MEASURES
 
     measure = argument or "agreement"
