@@ -269,7 +269,7 @@ def _add_search_command(commands) -> None:
     search.add_argument("--candidates", type=COUNT, help="zeroshot, agreement: random candidates scored (default: 1000, 300)")
     search.add_argument("--agreement-images", type=COUNT, default=2000,
                         help="unlabelled images the label-free score (agreement with the maxnet) uses (default: %(default)s)")
-    search.add_argument("--samples", type=COUNT, default=20, help="random: configs evaluated per budget (default: %(default)s)")
+    search.add_argument("--samples", type=COUNT, default=20, help="random, agreement: random configs drawn under each budget (default: %(default)s)")
     search.add_argument("--population", type=at_least(2), default=30, help="evolution: population size (default: %(default)s)")
     search.add_argument("--generations", type=COUNT, default=10, help="evolution: generations (default: %(default)s)")
     search.set_defaults(run=_cmd_search)
