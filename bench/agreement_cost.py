@@ -17,7 +17,6 @@ images is the recalibration plus the chunks up to n. Writes
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -105,5 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main()

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 
 import torch
 from scipy import stats
 
+from matchnas import evaluate
 from matchnas.io import atomic_write_json, read_json
 from matchnas.run import open_run
 from matchnas.space import SubnetConfig
@@ -31,15 +31,9 @@ from selection_reference import carve
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-@torch.no_grad()
 def correct(run, config: SubnetConfig, truth) -> torch.Tensor:
     """Per-image correctness (bool) of ``config`` on ``truth``, after the run's BN recalibration."""
-    net = run.subnet(config).eval()
-    hits = []
-    for start in range(0, len(truth), 256):
-        x = run.normalisation(truth.images[start : start + 256], size=config.resolution)
-        hits.append(net(x).argmax(1) == truth.labels[start : start + 256])
-    return torch.cat(hits)
+    return evaluate.correct(run.subnet(config), truth, config.resolution, normalisation=run.normalisation)
 
 
 def paired(best: torch.Tensor, pick: torch.Tensor) -> dict:
@@ -84,5 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main()

@@ -28,16 +28,22 @@ def recalibration_batches(
 
 
 @torch.no_grad()
+def correct(net: torch.nn.Module, images: ImageSet, resolution: int, batch_size: int = 256,
+            *, normalisation: Normalisation) -> torch.Tensor:
+    """Per image of a labelled set, whether ``net`` (in eval mode, on its device) gets it right (bool, CPU)."""
+    net.eval()
+    device = next(net.parameters()).device
+    hits = []
+    for start in range(0, len(images), batch_size):
+        x = normalisation(images.images[start : start + batch_size], size=resolution).to(device)
+        hits.append(net(x).argmax(1).cpu() == images.labels[start : start + batch_size])
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+
+
 def accuracy(net: torch.nn.Module, images: ImageSet, resolution: int, batch_size: int = 256,
              *, normalisation: Normalisation) -> float:
     """Top-1 accuracy (fraction) of ``net`` in eval mode on a labelled set, on ``net``'s device."""
-    net.eval()
-    device = next(net.parameters()).device
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        x = normalisation(images.images[start : start + batch_size], size=resolution).to(device)
-        correct += int((net(x).argmax(1).cpu() == images.labels[start : start + batch_size]).sum())
-    return correct / len(images)
+    return int(correct(net, images, resolution, batch_size, normalisation=normalisation).sum()) / len(images)
 
 
 def calibrated_subnet(
