@@ -11,9 +11,13 @@ way from the minnet's FLOPs to the maxnet's); each pick is then trained alone wi
 ``matchnas train --data DIR --single pick.json`` (its own folder, resumed when interrupted). The
 supernet side's top-1 is the search's test top-1 of the pick after BN recalibration.
 
-Times are the runs' own measured wall times (``timing.json``) and, because the runs may have
-shared the machine with other jobs, also the plans' estimates (timed steps at the start of each
-run): the ratio is reported for both. Results: ``bench/results/train_once-<source>-<labels>.json``.
+Times are the runs' own measured wall times (``timing.json``) and the plans' estimates (timed
+steps at the start of each run). Both depend on whatever else shared the machine during and at the
+start of each run, so the training time is also computed from step times measured in one process
+(``train_throughput.interleaved_step_seconds``): a sandwich step, a teacher warm-up step (the
+maxnet alone) and a step of each pick trained alone, in turn on the same batches of the folder, so
+that all see the same load; a run's training time is its steps times its median step. The ratio
+is reported for all three. Results: ``bench/results/train_once-<source>-<labels>.json``.
 """
 
 from __future__ import annotations
@@ -25,12 +29,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dataclasses import replace
+
 from folder_defaults import RESULTS, RUNS, run, train_cli, write_folder
 from selection_reference import five_budgets
+from train_throughput import interleaved_step_seconds
 
 from matchnas.io import atomic_write_json
-from matchnas.run import open_run
+from matchnas.run import open_run, read_experiment
 from matchnas.search.run import build_context
+from matchnas.space import SubnetConfig
+from matchnas.space_file import load_space
+from matchnas.train.estimate import teacher_steps
+from matchnas.train.sampler import sandwich
 
 
 def search_picks(run_dir: Path, out: Path) -> dict:
@@ -43,6 +54,22 @@ def search_picks(run_dir: Path, out: Path) -> dict:
             subprocess.run([sys.executable, "-m", "matchnas", "search", str(run_dir), "--budgets",
                             ",".join(str(int(b)) for b in budgets), "--out", str(out)], check=True, stdout=log)
     return json.loads(selections.read_text())
+
+
+def step_seconds(run_dir: Path, folder: Path, picks: dict[str, SubnetConfig]) -> dict:
+    """Training seconds of the supernet run and of each pick's single run, from median steps
+    measured in turn in this process on the folder (module docstring)."""
+    experiment = read_experiment(run_dir)
+    experiment = replace(experiment, data=replace(experiment.data, source=str(folder)))
+    t, space = experiment.train, load_space(experiment.model.space)
+    step = interleaved_step_seconds(experiment, {
+        "sandwich": lambda s: sandwich(space, t.seed, s, t.n_random),
+        "warmup": lambda s: [space.max()],
+        **{config_id: (lambda s, c=config: [c]) for config_id, config in picks.items()}})
+    warmup = teacher_steps(experiment, t.steps)
+    return {"supernet": warmup * step["warmup"] + (t.steps - warmup) * step["sandwich"],
+            **{config_id: t.steps * step[config_id] for config_id in picks},
+            "median_step": step}
 
 
 def one_seed(folder: Path, name: str, seed: int) -> dict:
@@ -59,7 +86,9 @@ def one_seed(folder: Path, name: str, seed: int) -> dict:
                         "supernet_top1": pick["test_top1"], "single_top1": single["top1"]["single"],
                         "single_s": single["timing"]["measured_s"]["total"],
                         "single_estimate_s": single["timing"]["estimate_s"]["total"]})
-    return {"supernet_s": supernet["timing"]["measured_s"]["total"],
+    steps = step_seconds(base / f"supernet-s{seed}", folder,
+                         {p["config_id"]: SubnetConfig.from_dict(p["config"]) for p in selections["picks"]})
+    return {"supernet_s": supernet["timing"]["measured_s"]["total"], "training_s_one_process": steps,
             "supernet_estimate_s": supernet["timing"]["estimate_s"]["total"],
             "search_s": selections["seconds"], "strategy": selections["strategy"], "devices": devices}
 
@@ -73,13 +102,16 @@ def table(results: dict, name: str) -> str:
             diff = 100 * (d["supernet_top1"] - d["single_top1"])
             lines.append(f"| {seed} | {d['budget'] / 1e6:.2f} | {d['config_id']} | {d['mflops']:.2f} | "
                          f"{100 * d['supernet_top1']:.1f} | {100 * d['single_top1']:.1f} | {diff:+.1f} |")
-    lines += ["", "| seed | strategy | supernet + search (s) | 5 models (s) | ratio | ratio of the plans' estimates |",
-              "|---:|---|---:|---:|---:|---:|"]
+    lines += ["", "| seed | strategy | supernet + search (s) | 5 models (s) | ratio | ratio of the plans' estimates "
+                  "| ratio of training times from one process, + search |", "|---:|---|---:|---:|---:|---:|---:|"]
     for seed, r in sorted(results.items()):
         once = r["supernet_s"] + r["search_s"]
         separate = sum(d["single_s"] for d in r["devices"])
         estimated = (r["supernet_estimate_s"] + r["search_s"]) / sum(d["single_estimate_s"] for d in r["devices"])
-        lines.append(f"| {seed} | {r['strategy']} | {once:.0f} | {separate:.0f} | {once / separate:.2f} | {estimated:.2f} |")
+        steps = r["training_s_one_process"]
+        one_process = (steps["supernet"] + r["search_s"]) / sum(steps[d["config_id"]] for d in r["devices"])
+        lines.append(f"| {seed} | {r['strategy']} | {once:.0f} | {separate:.0f} | {once / separate:.2f} | {estimated:.2f} "
+                     f"| {one_process:.2f} |")
     return "\n".join(lines)
 
 
