@@ -72,7 +72,9 @@ def step_seconds(run_dir: Path, folder: Path, picks: dict[str, SubnetConfig]) ->
             "median_step": step}
 
 
-def one_seed(folder: Path, name: str, seed: int) -> dict:
+def one_seed(folder: Path, name: str, seed: int, previous: dict) -> dict:
+    """One seed's row; the step times of ``previous`` (this seed's row of an earlier invocation)
+    are kept, so a rerun only adds what is missing."""
     base = RUNS / "folder-defaults" / name
     supernet = run(folder, "supernet", seed, base / f"supernet-s{seed}")
     selections = search_picks(base / f"supernet-s{seed}", RUNS / "train-once" / name / f"search-s{seed}")
@@ -86,8 +88,8 @@ def one_seed(folder: Path, name: str, seed: int) -> dict:
                         "supernet_top1": pick["test_top1"], "single_top1": single["top1"]["single"],
                         "single_s": single["timing"]["measured_s"]["total"],
                         "single_estimate_s": single["timing"]["estimate_s"]["total"]})
-    steps = step_seconds(base / f"supernet-s{seed}", folder,
-                         {p["config_id"]: SubnetConfig.from_dict(p["config"]) for p in selections["picks"]})
+    steps = previous.get("training_s_one_process") or step_seconds(
+        base / f"supernet-s{seed}", folder, {p["config_id"]: SubnetConfig.from_dict(p["config"]) for p in selections["picks"]})
     return {"supernet_s": supernet["timing"]["measured_s"]["total"], "training_s_one_process": steps,
             "supernet_estimate_s": supernet["timing"]["estimate_s"]["total"],
             "search_s": selections["seconds"], "strategy": selections["strategy"], "devices": devices}
@@ -126,7 +128,7 @@ def main() -> None:
     path = RESULTS / f"train_once-{name}.json"
     results = {str(k): v for k, v in (json.loads(path.read_text()) if path.exists() else {}).items()}
     for seed in args.seeds:
-        results[str(seed)] = one_seed(folder, name, seed)
+        results[str(seed)] = one_seed(folder, name, seed, results.get(str(seed), {}))
         atomic_write_json(path, results)
         print(table(results, name), flush=True)
 

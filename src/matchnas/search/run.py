@@ -34,10 +34,7 @@ def build_context(run: Run | str | Path, metric_spec: str, val_dir: str | None =
 
     accuracy_fn = None
     if validation is not None and len(validation):
-
-        @lru_cache(maxsize=None)
-        def accuracy_fn(config):
-            return run.top1(config, validation)
+        accuracy_fn = lru_cache(maxsize=None)(lambda config: run.top1(config, validation))
 
     proxy_source = data.sets.unlabeled.images if len(data.sets.unlabeled) else data.sets.labeled.images
     generator = torch.Generator().manual_seed(experiment.train.seed)
