@@ -27,9 +27,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 from folder_defaults import RESULTS, RUNS, run, train_cli, write_folder
 from selection_reference import five_budgets
