@@ -8,7 +8,7 @@ Usage: python bench/fmnist_training_cost.py [--quick] [--seeds 0]
 Training times come from one process, not from the runs' logs (taken under whatever else the
 machine was running): a supernet step (the sandwich), a teacher warm-up step (the maxnet alone)
 and a step of the individual model are timed in turn on the same batches
-(``train_throughput.interleaved_step_seconds``), and a run's time is its steps times the median
+(``train_throughput.run_seconds``), and a run's time is its steps times the median
 step of its kind (the supernet: ``teacher_warmup`` of its steps are warm-up steps). Selection is
 timed in the same process. The individual model is the 50%-budget architecture of
 bench/fmnist_accuracy_vs_flops.py (trained here if that script has not run).
@@ -29,28 +29,20 @@ from suite import (
     plot_path,
     write_results,
 )
-from train_throughput import interleaved_step_seconds
+from train_throughput import run_seconds
 
 from matchnas.search.run import build_context
 from matchnas.search.strategies import run_strategy
-from matchnas.train.sampler import sandwich
 
 KS = (1, 5, 10)
 
 
-def run_seconds(mode, seed: int, space, single) -> dict[str, float]:
+def supernet_and_single_seconds(mode, seed: int, space, single) -> dict[str, float]:
     """Seconds of a whole supernet run (in ``space``) and of a whole single-model run of
     ``single``, from step times measured in turn in this process (see the module's docstring)."""
-    experiment = experiment_for(["train.loss=full"], mode, seed)
-    t = experiment.train
-    step = interleaved_step_seconds(experiment, {
-        "sandwich": lambda s: sandwich(space, t.seed, s, t.n_random),
-        "warmup": lambda s: [space.max()],
-        "single": lambda s: [single],
-    })
-    warmup = round(t.teacher_warmup * t.steps)
-    return {"supernet": warmup * step["warmup"] + (t.steps - warmup) * step["sandwich"],
-            "single": t.steps * step["single"], **{f"{k}_step": v for k, v in step.items()}}
+    seconds = run_seconds(experiment_for(["train.loss=full"], mode, seed), space, {"single": single})
+    return {"supernet": seconds["supernet"], "single": seconds["single"],
+            **{f"{k}_step": v for k, v in seconds["median_step"].items()}}
 
 
 def plot(rows: list[dict], path, steps: int) -> None:
@@ -79,7 +71,7 @@ def main() -> None:
     middle = picked_configs(supernet_run, mode)[1]
     single_top1 = single_runs(middle, mode, seed)["fm"]
     evaluator = Evaluator(supernet_run)
-    seconds = run_seconds(mode, seed, evaluator.supernet.space, middle)
+    seconds = supernet_and_single_seconds(mode, seed, evaluator.supernet.space, middle)
     single_seconds, supernet_seconds = seconds["single"], seconds["supernet"]
 
     rows = []

@@ -14,7 +14,7 @@ supernet side's top-1 is the search's test top-1 of the pick after BN recalibrat
 Times are the runs' own measured wall times (``timing.json``) and the plans' estimates (timed
 steps at the start of each run). Both depend on whatever else shared the machine during and at the
 start of each run, so the training time is also computed from step times measured in one process
-(``train_throughput.interleaved_step_seconds``): a sandwich step, a teacher warm-up step (the
+(``train_throughput.run_seconds``): a sandwich step, a teacher warm-up step (the
 maxnet alone) and a step of each pick trained alone, in turn on the same batches of the folder, so
 that all see the same load; a run's training time is its steps times its median step. The ratio
 is reported for all three. Results: ``bench/results/train_once-<source>-<labels>.json``.
@@ -32,15 +32,13 @@ from pathlib import Path
 
 from folder_defaults import RESULTS, RUNS, run, train_cli, write_folder
 from selection_reference import five_budgets
-from train_throughput import interleaved_step_seconds
+from train_throughput import run_seconds
 
 from matchnas.io import atomic_write_json
 from matchnas.run import open_run, read_experiment
 from matchnas.search.run import build_context
 from matchnas.space import SubnetConfig
 from matchnas.space_file import load_space
-from matchnas.train.estimate import teacher_steps
-from matchnas.train.sampler import sandwich
 
 
 def search_picks(run_dir: Path, out: Path) -> dict:
@@ -60,15 +58,7 @@ def step_seconds(run_dir: Path, folder: Path, picks: dict[str, SubnetConfig]) ->
     measured in turn in this process on the folder (module docstring)."""
     experiment = read_experiment(run_dir)
     experiment = replace(experiment, data=replace(experiment.data, source=str(folder)))
-    t, space = experiment.train, load_space(experiment.model.space)
-    step = interleaved_step_seconds(experiment, {
-        "sandwich": lambda s: sandwich(space, t.seed, s, t.n_random),
-        "warmup": lambda s: [space.max()],
-        **{config_id: (lambda s, c=config: [c]) for config_id, config in picks.items()}})
-    warmup = teacher_steps(experiment, t.steps)
-    return {"supernet": warmup * step["warmup"] + (t.steps - warmup) * step["sandwich"],
-            **{config_id: t.steps * step[config_id] for config_id in picks},
-            "median_step": step}
+    return run_seconds(experiment, load_space(experiment.model.space), picks)
 
 
 def one_seed(folder: Path, name: str, seed: int, previous: dict) -> dict:

@@ -27,6 +27,7 @@ import torch
 from matchnas.data import BatchStream
 from matchnas.experiment import Experiment, load_experiment
 from matchnas.space import SubnetConfig
+from matchnas.train.estimate import teacher_steps
 from matchnas.train.loop import build_optimizer, build_supernet, make_batch, prepare_data
 from matchnas.train.sampler import sandwich
 from matchnas.train.step import LossSettings, train_step
@@ -64,6 +65,19 @@ def interleaved_step_seconds(experiment: Experiment, kinds: dict[str, Callable[[
                 seconds[name].append(time.perf_counter() - began)
     return {name: statistics.median(times) for name, times in seconds.items()}
 
+
+def run_seconds(experiment: Experiment, space, singles: dict[str, SubnetConfig]) -> dict:
+    """Seconds of a whole supernet run of ``experiment`` (in ``space``: its teacher-only steps at
+    the warm-up step's median, the rest at the sandwich step's) and of a whole single-model run of
+    each of ``singles``, from :func:`interleaved_step_seconds`; ``median_step`` holds the medians."""
+    t = experiment.train
+    step = interleaved_step_seconds(experiment, {
+        "sandwich": lambda s: sandwich(space, t.seed, s, t.n_random),
+        "warmup": lambda s: [space.max()],
+        **{name: (lambda s, c=config: [c]) for name, config in singles.items()}})
+    warmup = teacher_steps(experiment, t.steps)
+    return {"supernet": warmup * step["warmup"] + (t.steps - warmup) * step["sandwich"],
+            **{name: t.steps * step[name] for name in singles}, "median_step": step}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
