@@ -1,7 +1,8 @@
 """Choosing subnets after training: budgets, strategies (one registry), the search command."""
 
 from matchnas.search.budgets import Metric, parse_budgets, resolve_metric
-from matchnas.search.strategies import DEFAULT_STRATEGY, STRATEGIES, Pick, SearchContext, SearchResult, register_strategy, run_strategy
+from matchnas.search.context import Pick, SearchContext, SearchResult
+from matchnas.search.strategies import DEFAULT_STRATEGY, STRATEGIES, register_strategy, run_strategy
 
 __all__ = [
     "DEFAULT_STRATEGY",

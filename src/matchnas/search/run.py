@@ -16,7 +16,8 @@ from matchnas.search.agreement import AGREEMENT_IMAGES, agreement_for_run
 from matchnas.search.budgets import check_metric, format_cost, parse_budgets, resolve_metric
 from matchnas.search.front import write_front
 from matchnas.search.plot import plot_search
-from matchnas.search.strategies import DEFAULT_STRATEGY, SearchContext, SearchResult, run_strategy
+from matchnas.search.context import SearchContext, SearchResult
+from matchnas.search.strategies import DEFAULT_STRATEGY, run_strategy
 from matchnas.search.validation import load_validation_dir
 
 
