@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 from folder_defaults import KINDS, RESULTS, RUNS, run, train_cli, write_folder
-from train_throughput import interleaved_step_seconds
+from train_throughput import folder_experiment, run_seconds
 
 from matchnas.io import atomic_write_json
-from matchnas.run import open_run, read_experiment
+from matchnas.run import open_run
 from matchnas.space import SubnetConfig
 from matchnas.space_file import load_space
-from matchnas.train.estimate import teacher_steps
-from matchnas.train.sampler import sandwich
 
 DEFAULT_N_RANDOM = 2
 
@@ -54,16 +51,14 @@ def evaluate(run_dir: Path, picks: dict[str, dict], cached: dict) -> dict[str, f
 
 
 def step_seconds(run_dir: Path, folder: Path, n_randoms: list[int]) -> dict:
-    """Training seconds of a supernet run at each ``n_random`` from interleaved median steps."""
-    experiment = read_experiment(run_dir)
-    experiment = replace(experiment, data=replace(experiment.data, source=str(folder)))
-    t, space = experiment.train, load_space(experiment.model.space)
-    kinds = {"warmup": lambda s: [space.max()]}
-    kinds |= {f"sandwich-{n}": (lambda s, n=n: sandwich(space, t.seed, s, n)) for n in n_randoms}
-    median = interleaved_step_seconds(experiment, kinds)
-    warmup = teacher_steps(experiment, t.steps)
-    return {"median_step": median, **{str(n): warmup * median["warmup"] + (t.steps - warmup) * median[f"sandwich-{n}"]
-                                      for n in n_randoms}}
+    """Training seconds of a supernet run at each ``n_random`` from interleaved median steps
+    (:func:`train_throughput.run_seconds`), keyed by ``n_random``; ``median_step`` names each
+    sandwich step ``sandwich-N``."""
+    experiment = folder_experiment(run_dir, folder)
+    default = experiment.train.n_random
+    seconds = run_seconds(experiment, load_space(experiment.model.space), {}, tuple(n_randoms))
+    median = {(f"sandwich-{default}" if name == "sandwich" else name): s for name, s in seconds["median_step"].items()}
+    return {"median_step": median, **{str(n): seconds["supernet" if n == default else f"supernet-{n}"] for n in n_randoms}}
 
 
 def save(out_file: Path, seed: int, row: dict) -> None:
@@ -96,7 +91,7 @@ def main() -> None:
                 train_cli(folder, [*KINDS["supernet"], "--set", f"train.n_random={n}"], seed, run_dir)
             row["top1"][str(n)] = evaluate(run_dir, picks, row["top1"].get(str(n), {}))
             save(out_file, seed, row)
-        wanted = sorted({DEFAULT_N_RANDOM, *args.n_random, *map(int, row["top1"])})
+        wanted = sorted(map(int, row["top1"]))  # the default, the asked-for and any earlier sizes
         if any(str(n) not in row["seconds"] for n in wanted):  # all timed again, in one process
             row["seconds"] = step_seconds(RUNS / "folder-defaults" / name / f"supernet-s{seed}", folder, wanted)
             save(out_file, seed, row)

@@ -27,15 +27,14 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from folder_defaults import RESULTS, RUNS, run, train_cli, write_folder
 from selection_reference import five_budgets
-from train_throughput import run_seconds
+from train_throughput import folder_experiment, run_seconds
 
 from matchnas.io import atomic_write_json
-from matchnas.run import open_run, read_experiment
+from matchnas.run import open_run
 from matchnas.search.run import build_context
 from matchnas.space import SubnetConfig
 from matchnas.space_file import load_space
@@ -56,8 +55,7 @@ def search_picks(run_dir: Path, out: Path) -> dict:
 def step_seconds(run_dir: Path, folder: Path, picks: dict[str, SubnetConfig]) -> dict:
     """Training seconds of the supernet run and of each pick's single run, from median steps
     measured in turn in this process on the folder (module docstring)."""
-    experiment = read_experiment(run_dir)
-    experiment = replace(experiment, data=replace(experiment.data, source=str(folder)))
+    experiment = folder_experiment(run_dir, folder)
     return run_seconds(experiment, load_space(experiment.model.space), picks)
 
 

@@ -20,12 +20,14 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from matchnas.data import BatchStream
 from matchnas.experiment import Experiment, load_experiment
+from matchnas.run import read_experiment
 from matchnas.space import SubnetConfig
 from matchnas.train.estimate import teacher_steps
 from matchnas.train.loop import build_optimizer, build_supernet, make_batch, prepare_data
@@ -66,18 +68,33 @@ def interleaved_step_seconds(experiment: Experiment, kinds: dict[str, Callable[[
     return {name: statistics.median(times) for name, times in seconds.items()}
 
 
-def run_seconds(experiment: Experiment, space, singles: dict[str, SubnetConfig]) -> dict:
+def run_seconds(experiment: Experiment, space, singles: dict[str, SubnetConfig], n_randoms: tuple[int, ...] = ()) -> dict:
     """Seconds of a whole supernet run of ``experiment`` (in ``space``: its teacher-only steps at
     the warm-up step's median, the rest at the sandwich step's) and of a whole single-model run of
-    each of ``singles``, from :func:`interleaved_step_seconds`; ``median_step`` holds the medians."""
+    each of ``singles``, from :func:`interleaved_step_seconds`; ``median_step`` holds the medians.
+    ``n_randoms``: also a supernet run whose sandwich trains N random subnets (``supernet-N``,
+    timed as ``sandwich-N``), for each N other than the experiment's ``train.n_random``."""
     t = experiment.train
+    other_sizes = [n for n in n_randoms if n != t.n_random]
     step = interleaved_step_seconds(experiment, {
         "sandwich": lambda s: sandwich(space, t.seed, s, t.n_random),
         "warmup": lambda s: [space.max()],
-        **{name: (lambda s, c=config: [c]) for name, config in singles.items()}})
+        **{name: (lambda s, c=config: [c]) for name, config in singles.items()},
+        **{f"sandwich-{n}": (lambda s, n=n: sandwich(space, t.seed, s, n)) for n in other_sizes}})
     warmup = teacher_steps(experiment, t.steps)
-    return {"supernet": warmup * step["warmup"] + (t.steps - warmup) * step["sandwich"],
+
+    def supernet(sandwich_kind: str) -> float:
+        return warmup * step["warmup"] + (t.steps - warmup) * step[sandwich_kind]
+
+    return {"supernet": supernet("sandwich"), **{f"supernet-{n}": supernet(f"sandwich-{n}") for n in other_sizes},
             **{name: t.steps * step[name] for name in singles}, "median_step": step}
+
+
+def folder_experiment(run_dir: Path, folder: Path) -> Experiment:
+    """The experiment of the run in ``run_dir``, reading its data from ``folder``."""
+    experiment = read_experiment(run_dir)
+    return replace(experiment, data=replace(experiment.data, source=str(folder)))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
